@@ -1,0 +1,76 @@
+"""Atomic file writes: every file the app writes goes through here.
+
+A write goes to a temporary file in the destination folder, is flushed and
+fsynced, then ``os.replace``-d over the destination. A crash or kill leaves
+either the old file or the new one, never a partial file; the temporary file
+of an interrupted write is removed or, after a hard kill, left with a name that
+starts with ``.`` and ends with ``.part`` (readers ignore those).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Iterator
+
+
+@contextlib.contextmanager
+def atomic_path(dest: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``dest``; on success move it over ``dest``.
+
+    Use this for libraries that want a file name (``PIL.Image.save``,
+    ``numpy.save``). The caller writes the whole file to the yielded path.
+    On an exception the temporary file is removed and ``dest`` is untouched.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        _fsync_file(tmp_path)
+        os.replace(tmp_path, dest)
+        _fsync_dir(dest.parent)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+        raise
+
+
+@contextlib.contextmanager
+def atomic_open(dest: str | Path, mode: str = "wb") -> Iterator[IO]:
+    """Open a temporary file for writing that replaces ``dest`` on success."""
+    if "w" not in mode:
+        raise ValueError("atomic_open is for writing only")
+    with atomic_path(dest) as tmp:
+        with open(tmp, mode) as fh:
+            yield fh
+
+
+def atomic_write_bytes(dest: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``dest`` atomically."""
+    with atomic_open(dest, "wb") as fh:
+        fh.write(data)
+
+
+def atomic_write_text(dest: str | Path, text: str) -> None:
+    """Write UTF-8 ``text`` to ``dest`` atomically."""
+    atomic_write_bytes(dest, text.encode("utf-8"))
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb+") as fh:
+        os.fsync(fh.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    # Directory fsync makes the rename durable; not supported everywhere.
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -1,0 +1,348 @@
+"""The segmentation engine: encode an image once, answer every prompt fast.
+
+This is late fusion as in ``segment_anything.SamPredictor``, reorganised for
+an interactive app:
+
+* :meth:`Engine.encode` runs the image encoder (slow) once per image and model
+  and returns an :class:`Embedding` (plain numpy). Embeddings are kept in the
+  :class:`~persam_studio.core.cache.EmbeddingCache` (memory and disk), keyed
+  by the decoded pixels and the checkpoint fingerprint.
+* :meth:`Engine.predict` runs only the prompt encoder and mask decoder and
+  returns a :class:`MaskResult` holding the 256x256 low-res logits. Nothing is
+  upsampled until a caller asks for a mask at a size: a click on a 12 MP photo
+  asks for a display-size mask, export asks for full size, once.
+
+The numerics are those of ``SamPredictor`` (same resize, normalisation,
+padding, coordinate transform and mask post-processing), so the logits equal
+the stock predictor's on the same weights; the tests check that.
+
+Coordinate frame everywhere: pixels of the *oriented* image (EXIF rotation
+applied), x = column, y = row, origin at the top-left corner.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from segment_anything.modeling import Sam
+from segment_anything.utils.transforms import ResizeLongestSide
+
+if TYPE_CHECKING:  # pragma: no cover
+    from persam_studio.core.cache import EmbeddingCache
+
+
+def image_key(pixels: np.ndarray) -> str:
+    """Content hash of decoded pixels (any shape/dtype), 32 hex digits.
+
+    Two files with the same oriented pixels share an embedding; a re-saved or
+    re-rotated file does not.
+    """
+    pixels = np.ascontiguousarray(pixels)
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{pixels.shape}|{pixels.dtype.str}|".encode())
+    h.update(memoryview(pixels).cast("B"))
+    return h.hexdigest()
+
+
+@dataclass(frozen=True, eq=False)
+class Embedding:
+    """The image encoder's output for one image, as plain data.
+
+    Attributes:
+        features: float32 or float16 array (256, 64, 64): SAM's image
+            embedding of the resized, padded image (CHW).
+        original_size: (H, W) of the oriented image in pixels.
+        input_size: (h, w) of the image resized so its long side is 1024,
+            before padding to 1024x1024.
+        image_key: :func:`image_key` of the oriented RGB pixels.
+        model_key: identifies the model (type and checkpoint fingerprint).
+    """
+
+    features: np.ndarray
+    original_size: tuple[int, int]
+    input_size: tuple[int, int]
+    image_key: str
+    model_key: str
+
+    @property
+    def cache_key(self) -> str:
+        return cache_key(self.image_key, self.model_key)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.features.nbytes)
+
+
+def cache_key(image_key: str, model_key: str) -> str:
+    """The cache key of an (image, model) pair; file-name safe."""
+    return f"{model_key}-{image_key}"
+
+
+@dataclass(frozen=True, eq=False)
+class MaskResult:
+    """Masks predicted for one prompt on one image.
+
+    Attributes:
+        low_res_logits: float32 (C, 256, 256) mask logits in the padded
+            1024x1024 input frame at 1/4 scale; pass one as ``mask_input``
+            (shape (1, 256, 256)) to refine it with further prompts.
+        iou_predictions: float32 (C,) the model's quality estimate per mask.
+        original_size: (H, W) of the oriented image.
+        input_size: (h, w) of the resized, unpadded model input.
+        seconds: wall time of the decoder call.
+
+    C is 3 for multimask output, else 1.
+    """
+
+    low_res_logits: np.ndarray
+    iou_predictions: np.ndarray
+    original_size: tuple[int, int]
+    input_size: tuple[int, int]
+    seconds: float = 0.0
+    _memo: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def best_index(self) -> int:
+        """Index of the candidate with the highest predicted IoU."""
+        return int(np.argmax(self.iou_predictions))
+
+    def __len__(self) -> int:
+        return int(self.low_res_logits.shape[0])
+
+    def logits(self, index: int | None = None, size: tuple[int, int] | None = None) -> np.ndarray:
+        """Mask logits of candidate ``index`` (default best) at ``size``.
+
+        Args:
+            index: candidate index, ``None`` for :attr:`best_index`.
+            size: (height, width) of the output, default ``original_size``.
+                A display-size request never touches full resolution.
+
+        Returns:
+            float32 (height, width) logits; > 0 is object. At the original
+            size they equal ``SamPredictor.predict(return_logits=True)``.
+        """
+        if index is None:
+            index = self.best_index
+        size = tuple(self.original_size if size is None else size)
+        key = (index, size)
+        out = self._memo.get(key)
+        if out is None:
+            low = torch.from_numpy(np.ascontiguousarray(self.low_res_logits[index : index + 1]))
+            out = upscale_logits(low[None], self.input_size, size)[0, 0].numpy()
+            # Keep only the last few sizes: a full-size float map of a 50 MP
+            # photo is 200 MB.
+            if len(self._memo) >= 4:
+                self._memo.pop(next(iter(self._memo)))
+            self._memo[key] = out
+        return out
+
+    def mask(self, index: int | None = None, size: tuple[int, int] | None = None) -> np.ndarray:
+        """Binary mask (bool, (height, width)) of candidate ``index`` at ``size``."""
+        return self.logits(index, size) > 0.0
+
+
+def upscale_logits(
+    low_res: torch.Tensor, input_size: tuple[int, int], size: tuple[int, int]
+) -> torch.Tensor:
+    """SAM's mask post-processing to an arbitrary output size.
+
+    Args:
+        low_res: float (B, C, 256, 256) logits in the padded input frame.
+        input_size: (h, w) of the unpadded resized input.
+        size: (height, width) wanted; at the original image size this is
+            exactly ``Sam.postprocess_masks``.
+
+    Returns:
+        float (B, C, height, width) logits.
+    """
+    x = F.interpolate(low_res, (1024, 1024), mode="bilinear", align_corners=False)
+    x = x[..., : input_size[0], : input_size[1]]
+    return F.interpolate(x, tuple(size), mode="bilinear", align_corners=False)
+
+
+class Engine:
+    """SAM behind a cache: ``encode`` once per image, ``predict`` per prompt.
+
+    Args:
+        sam: a ``segment_anything`` ``Sam`` in eval mode, on ``device``.
+        model_key: string identifying model type and weights (see
+            :func:`persam_studio.core.models.model_key`); part of cache keys.
+        cache: an embedding cache, or ``None`` for no caching.
+
+    Thread safety: one model call at a time (an internal lock), so a GUI may
+    call from a worker thread while another worker prepares the album.
+    """
+
+    def __init__(self, sam: Sam, model_key: str, cache: EmbeddingCache | None = None) -> None:
+        self.sam = sam.eval()
+        self.model_key = model_key
+        self.cache = cache
+        self.transform = ResizeLongestSide(sam.image_encoder.img_size)
+        self.encode_count = 0  # encoder runs in this process (tests, bench)
+        self._lock = threading.RLock()
+        self._dense_pe: torch.Tensor | None = None
+        self._features_memo: tuple[int, torch.Tensor] | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return self.sam.device
+
+    # -- encoding -----------------------------------------------------------
+
+    def cached(self, pixels_key: str) -> Embedding | None:
+        """The cached embedding for an image key, or ``None`` (no encoding)."""
+        if self.cache is None:
+            return None
+        return self.cache.get(cache_key(pixels_key, self.model_key))
+
+    def encode(self, image: np.ndarray, key: str | None = None) -> Embedding:
+        """Embedding of an RGB image, from the cache or from the encoder.
+
+        Args:
+            image: uint8 (H, W, 3) RGB, already EXIF-oriented.
+            key: :func:`image_key` of ``image`` if the caller has it.
+
+        Returns:
+            The image's :class:`Embedding` (float32 features in memory).
+        """
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"expected uint8 (H, W, 3) RGB, got {image.dtype} {image.shape}")
+        key = key or image_key(image)
+        hit = self.cached(key)
+        if hit is not None:
+            return hit
+        embedding = self._run_encoder(image, key)
+        if self.cache is not None:
+            self.cache.put(embedding)
+        return embedding
+
+    def preprocess(self, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Resize (long side 1024, as SamPredictor), normalise and pad.
+
+        Returns:
+            float32 (1, 3, 1024, 1024) on the engine's device, and the
+            (h, w) input size before padding.
+        """
+        resized = self.transform.apply_image(image)
+        x = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()[None]
+        return self.sam.preprocess(x.float()), (int(resized.shape[0]), int(resized.shape[1]))
+
+    def _run_encoder(self, image: np.ndarray, key: str) -> Embedding:
+        with self._lock, torch.inference_mode():
+            x, input_size = self.preprocess(image)
+            features = self.sam.image_encoder(x)
+            self.encode_count += 1
+        return Embedding(
+            features=features[0].float().cpu().numpy(),
+            original_size=(int(image.shape[0]), int(image.shape[1])),
+            input_size=input_size,
+            image_key=key,
+            model_key=self.model_key,
+        )
+
+    # -- prompting ----------------------------------------------------------
+
+    def features(self, embedding: Embedding) -> torch.Tensor:
+        """The embedding as a float32 (1, 256, 64, 64) tensor on the device.
+
+        The last one is memoised: a burst of clicks on one image converts once.
+        """
+        memo = self._features_memo
+        if memo is not None and memo[0] == id(embedding.features):
+            return memo[1]
+        t = torch.from_numpy(np.ascontiguousarray(embedding.features)).float()
+        t = t.to(self.device)[None]
+        self._features_memo = (id(embedding.features), t)
+        return t
+
+    def dense_pe(self) -> torch.Tensor:
+        """The prompt encoder's positional encoding (1, 256, 64, 64); constant per model."""
+        if self._dense_pe is None:
+            with torch.inference_mode():
+                self._dense_pe = self.sam.prompt_encoder.get_dense_pe()
+        return self._dense_pe
+
+    def prompt_tensors(
+        self,
+        embedding: Embedding,
+        point_coords: np.ndarray | None = None,
+        point_labels: np.ndarray | None = None,
+        box: np.ndarray | None = None,
+        mask_input: np.ndarray | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sparse and dense prompt embeddings, as ``SamPredictor`` builds them.
+
+        Args: as :meth:`predict`.
+
+        Returns:
+            sparse (1, N, 256) and dense (1, 256, 64, 64) float32 tensors.
+        """
+        size = embedding.original_size
+        points = None
+        if point_coords is not None and len(point_coords):
+            if point_labels is None or len(point_labels) != len(point_coords):
+                raise ValueError("point_labels must give one label per point")
+            coords = self.transform.apply_coords(np.asarray(point_coords, dtype=float), size)
+            points = (
+                torch.as_tensor(coords, dtype=torch.float, device=self.device)[None],
+                torch.as_tensor(np.asarray(point_labels), dtype=torch.int, device=self.device)[None],
+            )
+        boxes = None
+        if box is not None:
+            b = self.transform.apply_boxes(np.asarray(box, dtype=float).reshape(1, 4), size)
+            boxes = torch.as_tensor(b, dtype=torch.float, device=self.device)
+        masks = None
+        if mask_input is not None:
+            m = np.asarray(mask_input, dtype=np.float32).reshape(1, 1, 256, 256)
+            masks = torch.as_tensor(m, device=self.device)
+        return self.sam.prompt_encoder(points=points, boxes=boxes, masks=masks)
+
+    def predict(
+        self,
+        embedding: Embedding,
+        point_coords: np.ndarray | None = None,
+        point_labels: np.ndarray | None = None,
+        box: np.ndarray | None = None,
+        mask_input: np.ndarray | None = None,
+        multimask_output: bool = True,
+    ) -> MaskResult:
+        """Masks for a prompt on an encoded image; decoder only, no upsampling.
+
+        Args:
+            embedding: from :meth:`encode`.
+            point_coords: float (N, 2) XY in original-image pixels, or None.
+            point_labels: int (N,) 1 = object, 0 = background.
+            box: float (4,) XYXY in original-image pixels, or None.
+            mask_input: float32 (1, 256, 256) low-res logits of an earlier
+                result (:attr:`MaskResult.low_res_logits` ``[i:i+1]``).
+            multimask_output: three candidates (True) or one.
+
+        Returns:
+            A :class:`MaskResult`; ask it for masks at the size you need.
+        """
+        t0 = time.perf_counter()
+        with self._lock, torch.inference_mode():
+            sparse, dense = self.prompt_tensors(
+                embedding, point_coords, point_labels, box, mask_input
+            )
+            low_res, iou = self.sam.mask_decoder(
+                image_embeddings=self.features(embedding),
+                image_pe=self.dense_pe(),
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                multimask_output=multimask_output,
+            )
+        return MaskResult(
+            low_res_logits=low_res[0].float().cpu().numpy(),
+            iou_predictions=iou[0].float().cpu().numpy(),
+            original_size=embedding.original_size,
+            input_size=embedding.input_size,
+            seconds=time.perf_counter() - t0,
+        )
