@@ -202,6 +202,10 @@ class Engine:
             return None
         return self.cache.get(cache_key(pixels_key, self.model_key))
 
+    def is_cached(self, pixels_key: str) -> bool:
+        """Whether an embedding for this image key is cached (cheap: no loading)."""
+        return self.cache is not None and self.cache.contains(cache_key(pixels_key, self.model_key))
+
     def encode(self, image: np.ndarray, key: str | None = None) -> Embedding:
         """Embedding of an RGB image, from the cache or from the encoder.
 

@@ -1,0 +1,67 @@
+"""Helpers shared by the subcommands: opening the engine, progress output."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import TextIO
+
+
+class ProgressBar:
+    """A one-line text progress bar on stderr, redrawn at most 10 times a second.
+
+    Silent when stderr is not a terminal, except for the final line, so logs
+    and CI output stay readable.
+    """
+
+    def __init__(self, total: int, label: str = "", stream: TextIO | None = None) -> None:
+        self.total = max(int(total), 0)
+        self.label = label
+        self.stream = stream or sys.stderr
+        self.done = 0
+        self._last = 0.0
+        self._tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self._start = time.monotonic()
+
+    def update(self, done: int, total: int | None = None, note: str = "") -> None:
+        self.done = done
+        if total is not None:
+            self.total = total
+        now = time.monotonic()
+        if self._tty and (now - self._last > 0.1 or done >= self.total):
+            self._last = now
+            self.stream.write("\r" + self._line(note))
+            self.stream.flush()
+
+    def close(self, note: str = "") -> None:
+        if self._tty:
+            self.stream.write("\r" + self._line(note) + "\n")
+        else:
+            self.stream.write(self._line(note) + "\n")
+        self.stream.flush()
+
+    def _line(self, note: str) -> str:
+        width = 30
+        frac = self.done / self.total if self.total else 1.0
+        bar = "#" * int(frac * width) + "-" * (width - int(frac * width))
+        elapsed = time.monotonic() - self._start
+        text = f"{self.label} [{bar}] {self.done}/{self.total} {elapsed:5.1f}s"
+        return f"{text} {note}".rstrip()
+
+
+def open_engine(args: argparse.Namespace):
+    """Build the :class:`~persam_studio.core.engine.Engine` the common options ask for.
+
+    Raises:
+        CheckpointError: no checkpoint found, or the file is not a SAM model.
+    """
+    from persam_studio.core.cache import EmbeddingCache, default_cache_dir
+    from persam_studio.core.engine import Engine
+    from persam_studio.core.models import load_model, require_checkpoint
+
+    path = require_checkpoint(getattr(args, "checkpoint", None), getattr(args, "model", None))
+    loaded = load_model(path, getattr(args, "model", None), device=getattr(args, "device", None))
+    cache_dir = Path(args.cache_dir) if getattr(args, "cache_dir", None) else default_cache_dir()
+    return Engine(loaded.sam, loaded.model_key, EmbeddingCache(cache_dir))

@@ -1,0 +1,56 @@
+"""Architecture contracts: the core never imports Qt, the GUI never imports torch."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PKG = Path(__file__).resolve().parents[1] / "persam_studio"
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def _modules(sub: str) -> list[Path]:
+    return sorted((PKG / sub).rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", _modules("core"), ids=lambda p: str(p.relative_to(PKG)))
+def test_core_module_imports_no_qt(path):
+    assert not _imports(path) & {"PySide6", "shiboken6", "PyQt5", "PyQt6"}
+
+
+@pytest.mark.parametrize("path", _modules("gui"), ids=lambda p: str(p.relative_to(PKG)))
+def test_gui_module_imports_no_torch(path):
+    assert not _imports(path) & {"torch", "torchvision", "segment_anything"}
+
+
+def test_core_works_with_qt_unimportable(tmp_path):
+    """Import every core module in a process where PySide6 cannot be imported."""
+    blocker = tmp_path / "PySide6"
+    blocker.mkdir()
+    (blocker / "__init__.py").write_text("raise ImportError('Qt is not allowed in persam_studio.core')\n")
+    modules = [
+        "persam_studio.core." + ".".join(p.relative_to(PKG / "core").with_suffix("").parts)
+        for p in _modules("core")
+        if p.name != "__init__.py"
+    ]
+    code = "import importlib, sys\nfor m in sys.argv[1:]:\n    importlib.import_module(m)\nprint('ok')\n"
+    env_path = f"{tmp_path}"
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *modules],
+        capture_output=True, text=True, env={"PYTHONPATH": env_path, "PATH": "/usr/bin:/bin"},
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
