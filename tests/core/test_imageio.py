@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from persam_studio.core.errors import ImageReadError
-from persam_studio.core.imageio import MAX_PIXELS, load_image
+from persam_studio.core.errors import ImageReadError, MaskError
+from persam_studio.core.imageio import MAX_PIXELS, list_images, load_image, load_mask
 from tests.conftest import shared_data
 
 ORIENTATION = 0x0112
@@ -353,3 +353,171 @@ def test_200_megapixel_header_passes_the_size_guard(tmp_path):
     path.write_bytes(_png_header_only(20_000, 10_000))
     with pytest.raises(ImageReadError, match="truncated or corrupt"):
         load_image(path)
+
+
+# -- masks ---------------------------------------------------------------------
+
+
+def _disc(h: int = 30, w: int = 40) -> np.ndarray:
+    yy, xx = np.mgrid[0:h, 0:w]
+    return (xx - 25) ** 2 + (yy - 12) ** 2 < 8**2
+
+
+def test_mask_grey_0_255(tmp_path):
+    m = _disc()
+    Image.fromarray(m.astype(np.uint8) * 255, "L").save(tmp_path / "m.png")
+    np.testing.assert_array_equal(load_mask(tmp_path / "m.png", size=m.shape), m)
+
+
+def test_mask_grey_antialiased_thresholds_at_half(tmp_path):
+    grey = np.array([[0, 60, 127, 128, 200, 255]], np.uint8)
+    Image.fromarray(grey, "L").save(tmp_path / "soft.png")
+    np.testing.assert_array_equal(load_mask(tmp_path / "soft.png")[0], [0, 0, 0, 1, 1, 1])
+
+
+def test_mask_grey_label_image_0_1(tmp_path):
+    m = _disc()
+    Image.fromarray(m.astype(np.uint8), "L").save(tmp_path / "labels.png")
+    np.testing.assert_array_equal(load_mask(tmp_path / "labels.png"), m)
+
+
+def test_mask_16bit_grey(tmp_path):
+    m = _disc()
+    Image.fromarray(m.astype(np.uint16) * 65535).save(tmp_path / "m16.png")
+    np.testing.assert_array_equal(load_mask(tmp_path / "m16.png"), m)
+
+
+def test_mask_perseg_palette_example():
+    path = shared_data("perseg-examples", "cat_00.png")
+    with Image.open(path) as im:
+        assert im.mode == "P"
+        index = np.asarray(im)
+        colour_of_1 = tuple(im.getpalette()[3:6])
+    assert colour_of_1 == (128, 0, 0)
+    with Image.open(shared_data("perseg-examples", "cat_00.jpg")) as photo:
+        size = photo.size[::-1]
+    mask = load_mask(path, size=size)
+    np.testing.assert_array_equal(mask, index == 1)
+    assert 0.05 < mask.mean() < 0.9
+
+
+def test_mask_palette_object_is_any_non_black_colour(tmp_path):
+    idx = np.zeros((10, 10), np.uint8)
+    idx[2:5, 2:5] = 3  # a colour far down the palette
+    idx[6:8, 6:8] = 1  # black at a non-zero index: still background
+    im = Image.fromarray(idx, "P")
+    im.putpalette([0, 0, 0] * 2 + [9, 9, 9] + [128, 0, 0] + [0] * 756)
+    im.save(tmp_path / "p.png")
+    expected = np.zeros((10, 10), bool)
+    expected[2:5, 2:5] = True
+    np.testing.assert_array_equal(load_mask(tmp_path / "p.png"), expected)
+
+
+def test_mask_rgb_any_non_zero_channel(tmp_path):
+    m = _disc()
+    rgb = np.zeros((*m.shape, 3), np.uint8)
+    rgb[m] = (0, 0, 64)  # a dark label colour
+    Image.fromarray(rgb).save(tmp_path / "rgb.png")
+    np.testing.assert_array_equal(load_mask(tmp_path / "rgb.png"), m)
+
+
+def test_mask_rgba_alpha_carries_the_mask(tmp_path):
+    m = _disc()
+    rgba = np.full((*m.shape, 4), 255, np.uint8)  # white everywhere
+    rgba[..., 3] = np.where(m, 255, 0)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "cutout.png")
+    np.testing.assert_array_equal(load_mask(tmp_path / "cutout.png"), m)
+
+
+def test_mask_opaque_rgba_uses_colours(tmp_path):
+    m = _disc()
+    rgba = np.zeros((*m.shape, 4), np.uint8)
+    rgba[..., 3] = 255
+    rgba[m, 0] = 200
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "opaque.png")
+    np.testing.assert_array_equal(load_mask(tmp_path / "opaque.png"), m)
+
+
+def test_mask_jpeg_ignores_compression_noise(tmp_path):
+    m = np.zeros((64, 64), bool)
+    m[16:48, 16:48] = True
+    Image.fromarray(m.astype(np.uint8) * 255).convert("RGB").save(tmp_path / "m.jpg", quality=70)
+    loaded = load_mask(tmp_path / "m.jpg")
+    assert (loaded != m).sum() < 20  # a few edge pixels at most, not a halo
+
+
+def test_mask_follows_exif_orientation(tmp_path):
+    m = _disc()
+    exif = Image.Exif()
+    exif[ORIENTATION] = 6
+    Image.fromarray(m.astype(np.uint8) * 255, "L").save(tmp_path / "m.png", exif=exif)
+    np.testing.assert_array_equal(load_mask(tmp_path / "m.png"), np.rot90(m, k=-1))
+
+
+def test_mask_wrong_size_names_file_and_both_sizes(tmp_path):
+    path = tmp_path / "m.png"
+    Image.fromarray(_disc().astype(np.uint8) * 255, "L").save(path)  # 40x30
+    with pytest.raises(MaskError) as excinfo:
+        load_mask(path, size=(30, 50))
+    msg = assert_one_line_error(excinfo, path)
+    assert "mask is 40x30 but the image is 50x30" in msg
+    with pytest.raises(MaskError, match="rotated"):
+        load_mask(path, size=(40, 30))
+
+
+def test_mask_empty(tmp_path):
+    path = tmp_path / "blank.png"
+    Image.new("L", (8, 6)).save(path)
+    with pytest.raises(MaskError, match="empty") as excinfo:
+        load_mask(path)
+    assert_one_line_error(excinfo, path)
+    assert not load_mask(path, allow_empty=True).any()
+    assert load_mask(path, allow_empty=True).shape == (6, 8)
+
+
+def test_mask_unreadable_is_a_mask_error(tmp_path):
+    path = tmp_path / "m.png"
+    path.write_text("not a png")
+    with pytest.raises(MaskError, match="not an image") as excinfo:
+        load_mask(path)
+    assert_one_line_error(excinfo, path)
+    with pytest.raises(MaskError, match="not found"):
+        load_mask(tmp_path / "nope.png")
+
+
+# -- listing -------------------------------------------------------------------
+
+
+def _touch_images(root: Path, names: list[str]) -> None:
+    for name in names:
+        p = root / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"x")  # listing never decodes
+
+
+def test_list_images_natural_order_and_filtering(tmp_path):
+    _touch_images(tmp_path, ["img10.jpg", "img2.jpg", "img1.png", "IMG3.JPEG", "b.webp",
+                             "notes.txt", ".hidden.jpg", "._img4.jpg", "scan.TIFF",
+                             ".persam/cache.png", "sub/a.png"])
+    names = [p.name for p in list_images([tmp_path])]
+    assert names == ["b.webp", "img1.png", "img2.jpg", "IMG3.JPEG", "img10.jpg", "scan.TIFF"]
+
+
+def test_list_images_recursive_skips_hidden_folders(tmp_path):
+    _touch_images(tmp_path, ["z.jpg", "day2/b.jpg", "day10/a.jpg", "day2/.thumbs/t.jpg",
+                             ".persam/masks/m.png", "day2/deeper/c.png"])
+    rel = [p.relative_to(tmp_path).as_posix() for p in list_images([tmp_path], recursive=True)]
+    assert rel == ["day2/b.jpg", "day2/deeper/c.png", "day10/a.jpg", "z.jpg"]
+
+
+def test_list_images_files_as_given_no_duplicates(tmp_path):
+    _touch_images(tmp_path, ["a.jpg", "b.jpg", "odd.raw", "sub/c.jpg"])
+    out = list_images([tmp_path / "b.jpg", tmp_path, tmp_path / "odd.raw", tmp_path / "a.jpg",
+                       str(tmp_path / "sub" / ".." / "b.jpg")])
+    assert [p.name for p in out] == ["b.jpg", "a.jpg", "odd.raw"]
+
+
+def test_list_images_missing_input(tmp_path):
+    with pytest.raises(ImageReadError, match="not found") as excinfo:
+        list_images([tmp_path / "lost-folder"])
+    assert_one_line_error(excinfo, tmp_path / "lost-folder")
