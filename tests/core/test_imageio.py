@@ -118,6 +118,13 @@ def test_real_camera_photo_loads_as_displayed(tmp_path):
     np.testing.assert_array_equal(turned.pixels, np.rot90(plain, k=-1))
 
 
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF data")
+def test_corrupt_exif_block_still_loads(tmp_path):
+    broken = b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\x00\x05\x01\x12\x00\x03\xff\xff"
+    Image.fromarray(pattern()).save(tmp_path / "x.jpg", exif=broken, quality=95)
+    assert load_image(tmp_path / "x.jpg").size == (48, 64)
+
+
 # -- pixel modes ---------------------------------------------------------------
 
 
@@ -326,6 +333,32 @@ def test_50_megapixel_photo_loads(tmp_path):
     assert loaded.size == (h, w)
     assert np.abs(loaded.pixels[h // 2, w // 2].astype(int) - (40, 90, 160)).max() <= 4
     assert loaded.pixels[10, 10, 2] < 60  # the yellow corner is where it was
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "P"])
+def test_large_images_decode_in_strips_without_seams(tmp_path, monkeypatch, mode):
+    """Big images are converted a few rows at a time; shrink the strip so a
+    small image takes that path, with a row count that does not divide."""
+    import persam_studio.core.imageio as imageio
+
+    monkeypatch.setattr(imageio, "_STRIP_PIXELS", 64 * 5)
+    raw = pattern(h=47)
+    im = Image.fromarray(raw)
+    if mode == "RGBA":
+        im.putalpha(Image.fromarray((np.arange(47 * 64) % 256).astype(np.uint8).reshape(47, 64)))
+    elif mode == "P":
+        im = im.quantize(16)
+        im.info["transparency"] = 0
+    im.save(tmp_path / "x.png")
+    expected = np.asarray(Image.open(tmp_path / "x.png").convert("RGBA"))
+
+    out = load_image(tmp_path / "x.png")
+
+    np.testing.assert_array_equal(out.pixels, expected[..., :3])
+    if mode == "RGB":
+        assert out.alpha is None
+    else:
+        np.testing.assert_array_equal(out.alpha, expected[..., 3])
 
 
 def test_absurd_size_refused_in_one_line(tmp_path):
