@@ -1,0 +1,115 @@
+"""Propagate PerSAM targets over an album: one item per image, as a generator.
+
+The image encoder is the only slow step, and the engine's embedding cache
+keeps every embedding it computes: the first propagation over an album
+encodes each image once; propagating a new or corrected reference again is
+decoder-only (:attr:`PropagationItem.encoded` tells which happened).
+
+The caller drives the loop (CLI progress bar, GUI worker): ``should_cancel``
+is polled between images and raises :class:`~persam_studio.core.errors.Cancelled`.
+An image that cannot be read gives an item with the error; the rest go on.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+from persam_studio.core.engine import Engine
+from persam_studio.core.errors import Cancelled, PersamError
+from persam_studio.core.persam import PersamResult, Target, segment
+
+#: Default confidence below which a result is flagged for review.
+DOUBTFUL_BELOW = 0.6
+
+
+@dataclass(frozen=True, eq=False)
+class PropagationItem:
+    """The outcome of one album image.
+
+    Attributes:
+        path: the image file.
+        index: 0-based position in the album; ``total`` images in all.
+        results: target name -> :class:`PersamResult`, or a one-line error
+            string when that target (or the whole image) failed.
+        seconds: wall time for this image (load, encode if needed, decode).
+        encoded: the image encoder ran for this image (False: cache hit or
+            the image could not be read).
+        error: one-line reason when the image itself could not be used.
+        pixels: uint8 (H, W, 3) RGB of the oriented image, None on error.
+    """
+
+    path: Path
+    index: int
+    total: int
+    results: dict[str, PersamResult | str]
+    seconds: float
+    encoded: bool
+    error: str | None = None
+    pixels: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        """Every target produced a result."""
+        return self.error is None and all(isinstance(r, PersamResult) for r in self.results.values())
+
+
+def is_doubtful(result: PersamResult | str, threshold: float = DOUBTFUL_BELOW) -> bool:
+    """Should a person look at this result? Errors, empty masks and low confidence."""
+    if not isinstance(result, PersamResult):
+        return True
+    return result.empty or result.confidence < threshold
+
+
+def propagate(
+    engine: Engine,
+    targets: Sequence[Target],
+    paths: Sequence[Path],
+    *,
+    should_cancel: Callable[[], bool] | None = None,
+) -> Iterator[PropagationItem]:
+    """Segment every target in every image, yielding one item per image in order.
+
+    Args:
+        engine: the model (with a cache, a re-run never re-encodes).
+        targets: from :func:`persam_studio.core.persam.fit_target`; names must differ.
+        paths: image files; each is loaded with EXIF orientation applied.
+        should_cancel: polled before each image.
+
+    Raises:
+        Cancelled: ``should_cancel()`` returned True.
+        ValueError: two targets share a name.
+    """
+    from persam_studio.core.imageio import load_image
+
+    names = [t.name for t in targets]
+    if len(set(names)) != len(names):
+        raise ValueError(f"target names must differ: {names}")
+    total = len(paths)
+    for index, path in enumerate(paths):
+        if should_cancel is not None and should_cancel():
+            raise Cancelled()
+        t0 = time.perf_counter()
+        path = Path(path)
+        try:
+            image = load_image(path)
+            before = engine.encode_count
+            embedding = engine.encode(image.pixels)
+        except PersamError as exc:
+            message = str(exc)
+            yield PropagationItem(path, index, total, {n: message for n in names},
+                                  time.perf_counter() - t0, False, error=message)
+            continue
+        encoded = engine.encode_count > before
+        results: dict[str, PersamResult | str] = {}
+        for target in targets:
+            try:
+                results[target.name] = segment(engine, embedding, target)
+            except PersamError as exc:
+                results[target.name] = str(exc)
+        yield PropagationItem(path, index, total, results, time.perf_counter() - t0, encoded,
+                              pixels=image.pixels)
