@@ -45,7 +45,9 @@ def test_segment_writes_the_engines_mask(tiny_ckpt, photo, tmp_path, tiny_sam, r
     assert np.array_equal(mask == 255, res.mask(res.best_index))
     rgba = np.asarray(Image.open(cut))
     assert rgba.shape == (300, 400, 4)
-    assert np.array_equal(rgba[..., 3], mask) and np.array_equal(rgba[..., :3], rgb_image)
+    assert np.array_equal(rgba[..., 3], mask)
+    # Visible pixels are the photo's; hidden ones are blanked (smaller files).
+    assert np.array_equal(rgba[..., :3][mask == 255], rgb_image[mask == 255])
     assert "wrote" in capsys.readouterr().out
 
 
@@ -113,20 +115,26 @@ def test_never_overwrites_the_input(tiny_ckpt, photo, capsys):
     assert "overwrite" in capsys.readouterr().err
 
 
-def test_exif_rotated_photo_mask_has_displayed_size(tiny_ckpt, tmp_path, rgb_image):
+def test_exif_rotated_photo_mask_has_displayed_size(tiny_ckpt, tmp_path, rgb_image, tiny_sam):
+    from persam_studio.core.imageio import load_image
+
     # Stored 400x300 (landscape) with Orientation 6: displayed 300x400 (portrait).
     path = tmp_path / "rotated.jpg"
     exif = Image.Exif()
     exif[0x0112] = 6
     Image.fromarray(rgb_image).save(path, exif=exif, quality=95)
     out = tmp_path / "m.png"
-    # The red disc is at (250, 140) stored; rotated 90 deg clockwise it is at (159, 250).
+    # The red disc is at (250, 140) stored; turned 90 deg clockwise it is at (159, 250).
     assert main(["segment", str(path), "--checkpoint", str(tiny_ckpt), "--point", "159,250",
-                 "-o", str(out), "--cutout", str(tmp_path / "c.png")]) == 0
+                 "-o", str(out)]) == 0
     assert Image.open(out).size == (300, 400)
-    cut = np.asarray(Image.open(tmp_path / "c.png"))
-    r, g, b = cut[250, 159, :3].astype(int)
-    assert r > 200 and g < 100 and b < 100  # the disc is where the user clicked
+    shown = load_image(path).pixels
+    assert shown.shape == (400, 300, 3)
+    r, g, b = shown[250, 159].astype(int)
+    assert r > 200 and g < 100 and b < 100  # the user clicked on the disc as displayed
+    engine = Engine(tiny_sam, "direct")
+    res = engine.predict(engine.encode(shown), np.array([[159, 250]]), np.array([1]))
+    assert np.array_equal(np.asarray(Image.open(out)) == 255, res.mask(res.best_index))
 
 
 def test_embed_skips_cached(tiny_ckpt, tmp_path, rgb_image, capsys):
