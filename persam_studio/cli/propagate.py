@@ -200,11 +200,15 @@ def run(args: argparse.Namespace) -> int:
     def done(i: int, target: str) -> bool:
         return out(names[i], target).exists() and (not args.cutouts or out(names[i], target, "_cutout").exists())
 
+    def kept(f: str, target: str) -> dict[str, str]:
+        # A mask from an earlier run: its numbers stay, the status says this run skipped it.
+        return {**(previous.get((f, target)) or _row(f, target)), "status": "skipped", "error": ""}
+
     todo = []
     for i, f in enumerate(files):
         if all(done(i, t.name) for t in targets):
             for t in targets:
-                rows[(f, t.name)] = previous.get((f, t.name)) or _row(f, t.name, status="skipped")
+                rows[(f, t.name)] = kept(f, t.name)
         else:
             todo.append(i)
     skipped = len(paths) - len(todo)
@@ -223,7 +227,7 @@ def run(args: argparse.Namespace) -> int:
                     raise PersamError(None, result)
                 if mask_path.exists():  # kept from an earlier run; only its cutout is missing
                     mask, logits = load_mask(mask_path, size=item.pixels.shape[:2], allow_empty=True), None
-                    row = previous.get((f, t.name)) or _row(f, t.name, status="skipped")
+                    row = kept(f, t.name)
                 else:
                     logits = result.logits()
                     mask = logits > 0
@@ -245,7 +249,8 @@ def run(args: argparse.Namespace) -> int:
     bar.close(", ".join(f"{v} {k}" for k, v in counts.items() if v))
     for message in failures:
         print(f"error: {message}", file=sys.stderr)
-    print(f"wrote {outdir} ({len(paths)} images, report {report_path})")
+    note = f", {skipped} kept from an earlier run" if skipped else ""
+    print(f"wrote {outdir} ({len(paths)} images{note}; report {report_path})")
     return 1 if failures else 0
 
 
