@@ -84,7 +84,8 @@ _NO_CHECKPOINT_HINT = "run 'persam-studio download {t}' or pass --checkpoint PAT
 # Modules that register non-ViT encoders with sam_build.register_encoder when
 # imported; tried in order the first time such a model type is needed.
 _ENCODER_MODULES: dict[str, tuple[str, ...]] = {
-    "vit_t": ("persam_studio.core.tinyvit", "persam_studio.core.tiny_vit", "persam_studio.core.mobile_sam", "persam_studio.core.mobilesam"),
+    "vit_t": ("persam_studio.core.tinyvit", "persam_studio.core.tiny_vit",
+              "persam_studio.core.mobile_sam", "persam_studio.core.mobilesam"),
 }
 
 # --------------------------------------------------------------------------- discovery
