@@ -1,0 +1,214 @@
+"""The open album: which image is shown, its state saved after every action.
+
+Each change of the image on the canvas is written to the album sidecar at
+once (:mod:`persam_studio.gui.persist`), so a crash loses at most the action
+in progress. Thumbnails load in the I/O lane.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from PySide6.QtCore import QObject, Signal
+
+from persam_studio.core.album import Album, ImageRecord, ImageState
+from persam_studio.core.errors import PersamError
+from persam_studio.gui import persist
+from persam_studio.gui.album_panel import THUMB, AlbumPanel
+from persam_studio.gui.backend import Propagated
+from persam_studio.gui.convert import read_thumbnail
+from persam_studio.gui.editing import Bitmap, EditState
+from persam_studio.gui.image_controller import ImageController
+from persam_studio.gui.workers import LOW, Lane
+
+#: Propagated masks below this confidence are flagged "needs review" (the
+#: value of core.propagate.DOUBTFUL_BELOW, not imported: it would load torch).
+REVIEW_THRESHOLD = 0.6
+#: States that propagation may overwrite (never the user's own work).
+PROPAGATABLE = (ImageState.UNTOUCHED, ImageState.PROPAGATED, ImageState.NEEDS_REVIEW)
+
+
+def _thumbnail_job(path: Path, album: Album, record: ImageRecord) -> tuple[Any, np.ndarray | None]:
+    mask = album.load_display_mask(record) if record.state != ImageState.UNTOUCHED else None
+    return read_thumbnail(path, THUMB), mask
+
+
+class AlbumController(QObject):
+    """See the module docstring."""
+
+    album_opened = Signal(object)  # Album
+    current_changed = Signal(int)
+    record_changed = Signal(int)
+    references_changed = Signal(int)  # how many
+    message = Signal(str)
+    error = Signal(str)
+
+    def __init__(self, panel: AlbumPanel, images: ImageController, io_lane: Lane, parent=None) -> None:
+        super().__init__(parent)
+        self.panel = panel
+        self.images = images
+        self.io_lane = io_lane
+        self.album: Album | None = None
+        self.current = -1
+        self._stored: EditState | None = None  # last state written for the current image
+        self._save_error_shown = False
+        panel.image_activated.connect(self.show)
+        images.state_changed.connect(self._on_state_changed)
+
+    # -- opening -------------------------------------------------------------------
+
+    def open(self, inputs: Sequence[str | Path]) -> bool:
+        """Open a folder or images; restores the saved state. False if nothing to show."""
+        from persam_studio.core.imageio import list_images
+
+        try:
+            paths = list_images(list(inputs))
+        except PersamError as exc:
+            self.error.emit(str(exc))
+            return False
+        if not paths:
+            self.error.emit(f"{inputs[0] if inputs else 'album'}: no images found")
+            return False
+        root = Path(inputs[0]) if len(inputs) == 1 and Path(inputs[0]).is_dir() else None
+        self.album = Album.open(paths, root=root)
+        self._save_error_shown = False
+        records = self.album.records
+        self.panel.set_images([Path(r.path).name for r in records], [r.state for r in records])
+        for row, record in enumerate(records):
+            self.io_lane.submit(
+                _thumbnail_job, self.album.path_of(record), self.album, record, priority=LOW,
+                on_done=lambda res, row=row: self.panel.set_thumbnail(row, *res),
+            )
+        self.current = -1
+        self.album_opened.emit(self.album)
+        self.references_changed.emit(len(self.album.references))
+        self.show(0)
+        return True
+
+    @property
+    def record(self) -> ImageRecord | None:
+        if self.album is None or not 0 <= self.current < len(self.album.records):
+            return None
+        return self.album.records[self.current]
+
+    def show(self, index: int) -> None:
+        """Put image ``index`` on the canvas (and encode its neighbours ahead)."""
+        if self.album is None or not 0 <= index < len(self.album.records) or index == self.current:
+            return
+        self.current = index
+        self.panel.select_row(index)
+        record = self.album.records[index]
+        self._stored = None
+        n = len(self.album.records)
+        ahead = [self.album.path_of(self.album.records[i]) for i in (index + 1, index - 1) if 0 <= i < n]
+        album = self.album
+
+        def restore(size: tuple[int, int], disp: tuple[int, int]) -> EditState:
+            record.size = size
+            state = persist.restore(album, record, size, disp)
+            self._stored = state
+            return state
+
+        self.images.open(album.path_of(record), restore, ahead)
+        self.current_changed.emit(index)
+
+    def step(self, delta: int) -> None:
+        if self.album is not None and self.album.records:
+            self.show(max(0, min(len(self.album.records) - 1, self.current + delta)))
+
+    # -- saving -----------------------------------------------------------------------
+
+    def _on_state_changed(self, path: Path, state: EditState, previous: EditState) -> None:
+        record = self.record
+        if record is None or self.album.path_of(record) != path:
+            return
+        self._save(record, state, self.images.session.mask())
+
+    def _save(self, record: ImageRecord, state: EditState, mask: np.ndarray | None,
+              image_state: ImageState | None = None) -> None:
+        is_current = record is self.record
+        try:
+            persist.store(self.album, record, state, mask, self._stored if is_current else None, image_state)
+        except PersamError as exc:
+            if not self._save_error_shown:
+                self._save_error_shown = True
+                self.error.emit(f"{exc} (changes are kept only until the app closes)")
+        if is_current:
+            self._stored = state
+        row = self.album.records.index(record)
+        self.panel.set_state(row, record.state, mask)
+        self.record_changed.emit(row)
+
+    def accept_current(self) -> None:
+        """Mark the current image's mask as approved."""
+        record, state = self.record, self.images.state
+        if record is None or state is None or state.is_empty:
+            self.message.emit("nothing to accept: the image has no mask")
+            return
+        self._save(record, state, self.images.session.mask(), ImageState.ACCEPTED)
+
+    def load_mask_file(self, path: Path) -> None:
+        """Use a mask file as the current image's mask (undoable)."""
+        from persam_studio.core.imageio import load_mask
+
+        session = self.images.session
+        if session is None:
+            return
+        try:
+            mask = load_mask(path, session.original_size)
+        except PersamError as exc:
+            self.error.emit(str(exc))
+            return
+        self.images.set_state(EditState(bitmap=Bitmap(mask)), "Load mask")
+
+    # -- references and propagation results ---------------------------------------------------
+
+    def add_reference(self, name: str, mask_file: Path) -> None:
+        """Record ``mask_file`` (written under references/) for the current image."""
+        record = self.record
+        if record is None:
+            return
+        self.album.add_reference(name, record, mask_file)
+        self._save_album()
+        self.references_changed.emit(len(self.album.references))
+        self.message.emit(f"reference {len(self.album.references)} added for {name!r}")
+
+    def clear_references(self) -> None:
+        if self.album is not None:
+            self.album.remove_references()
+            self._save_album()
+            self.references_changed.emit(0)
+
+    def propagation_targets(self) -> list[ImageRecord]:
+        """Images propagation may write: not the user's work, not a reference image."""
+        if self.album is None:
+            return []
+        refs = {r.image for r in self.album.references}
+        return [r for r in self.album.records if r.state in PROPAGATABLE and r.path not in refs]
+
+    def apply_propagated(self, item: Propagated) -> None:
+        """Store one propagation result (unless the user touched the image meanwhile)."""
+        index = self.album.index_of(item.path) if self.album else None
+        if index is None:
+            return
+        record = self.album.records[index]
+        if record.state not in PROPAGATABLE or item.prediction is None:
+            if item.error:
+                self.message.emit(f"{item.path.name}: {item.error}")
+            return
+        record.size = item.original_size
+        state = EditState(prediction=item.prediction, confidence=item.confidence)
+        flag = ImageState.PROPAGATED if item.confidence >= REVIEW_THRESHOLD else ImageState.NEEDS_REVIEW
+        mask = item.prediction.display_mask(0)
+        if record is self.record and self.images.session is not None:
+            self.images.replace_state(state)
+            mask = self.images.session.mask()
+        self._save(record, state, mask, flag)
+
+    def _save_album(self) -> None:
+        try:
+            self.album.save()
+        except PersamError as exc:
+            self.error.emit(str(exc))

@@ -1,0 +1,322 @@
+"""Model-side work of the app, as plain functions run in the model lane.
+
+No Qt here, and no torch import: the heavy core modules (engine, models,
+cache, persam) are imported inside the functions, so the window opens before
+torch has even loaded. Everything crossing back to the GUI is plain data:
+numpy arrays and the dataclasses of :mod:`persam_studio.gui.editing`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+
+from persam_studio.core.album import Stroke
+from persam_studio.gui.editing import Prediction, display_size, render_strokes, sam_input_size
+from persam_studio.gui.session import PromptRequest
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """What the user asked for in Settings; empty strings mean "automatic"."""
+
+    checkpoint: str = ""
+    model_type: str = ""
+    device: str = ""
+    cache_dir: str = ""
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """Shown in the status bar."""
+
+    model_type: str
+    device: str
+    path: str
+
+
+def find_checkpoint(choice: ModelChoice) -> Path | None:
+    """The checkpoint the app would load, or None (cheap: no torch)."""
+    from persam_studio.core.models import find_checkpoint as _find
+
+    return _find(choice.checkpoint or None, choice.model_type or None)
+
+
+def open_engine(choice: ModelChoice) -> tuple[Any, EngineInfo]:
+    """Load the model and wrap it in an Engine with the embedding cache.
+
+    Raises:
+        CheckpointError: no checkpoint, or not a SAM checkpoint.
+    """
+    from persam_studio.core.cache import EmbeddingCache, default_cache_dir
+    from persam_studio.core.engine import Engine
+    from persam_studio.core.models import load_model, require_checkpoint
+
+    path = require_checkpoint(choice.checkpoint or None, choice.model_type or None)
+    loaded = load_model(path, choice.model_type or None, device=choice.device or None)
+    cache = EmbeddingCache(Path(choice.cache_dir) if choice.cache_dir else default_cache_dir())
+    engine = Engine(loaded.sam, loaded.model_key, cache)
+    return engine, EngineInfo(loaded.model_type, str(engine.device), str(path))
+
+
+def load_pixels(path: Path) -> Any:
+    """Decode an image (EXIF-oriented RGB); returns a ``LoadedImage``."""
+    from persam_studio.core.imageio import load_image
+
+    return load_image(path)
+
+
+def encode(engine: Any, pixels: np.ndarray) -> Any:
+    """The image's embedding (from the cache when there)."""
+    return engine.encode(pixels)
+
+
+def encode_file(engine: Any, path: Path) -> tuple[Path, tuple[int, int]]:
+    """Load and encode ``path`` so the cache holds it (encode ahead)."""
+    loaded = load_pixels(path)
+    engine.encode(loaded.pixels)
+    return path, loaded.size
+
+
+def predict(engine: Any, embedding: Any, request: PromptRequest) -> Prediction:
+    """Answer a canvas request: decoder + display-size masks of every candidate."""
+    t0 = time.perf_counter()
+    result = engine.predict(
+        embedding,
+        point_coords=request.point_coords,
+        point_labels=request.point_labels,
+        box=request.box,
+        multimask_output=request.multimask_output,
+    )
+    masks = np.stack([result.mask(i, request.display_size) for i in range(len(result))])
+    return Prediction.from_masks(
+        result.low_res_logits, result.iou_predictions, masks, time.perf_counter() - t0
+    )
+
+
+def full_size_mask(
+    original_size: tuple[int, int],
+    logits: np.ndarray | None = None,
+    bitmap: np.ndarray | None = None,
+    strokes: Sequence[Stroke] = (),
+) -> np.ndarray:
+    """The mask at full image size, for export and references.
+
+    Args:
+        original_size: (H, W) of the oriented image.
+        logits: float (256, 256) low-res logits of the base, or None.
+        bitmap: bool (H, W) base given as pixels, or None.
+        strokes: brush/eraser strokes in image pixels.
+
+    Returns:
+        bool (H, W). Upsampled once, here, never on a click.
+    """
+    if logits is not None:
+        from persam_studio.core.engine import MaskResult
+
+        result = MaskResult(
+            low_res_logits=np.asarray(logits, np.float32).reshape(1, 256, 256),
+            iou_predictions=np.zeros(1, np.float32),
+            original_size=tuple(original_size),
+            input_size=sam_input_size(original_size),
+        )
+        mask = result.mask(0, tuple(original_size))
+    elif bitmap is not None:
+        mask = np.asarray(bitmap, bool)
+    else:
+        mask = np.zeros(original_size, bool)
+    if strokes:
+        mask = render_strokes(mask, tuple(strokes), original_size)
+    return mask
+
+
+# -- long jobs (generators: one step per item) ----------------------------------
+
+
+@dataclass(frozen=True)
+class Step:
+    """Progress of a long job: ``done`` of ``total`` items, about ``path``."""
+
+    done: int
+    total: int
+    path: Path | None = None
+    error: str | None = None
+    note: str = ""
+
+
+def prepare_steps(engine: Any, paths: Sequence[Path]) -> Iterator[Step]:
+    """Encode every image of the album (cached ones cost a decode)."""
+    from persam_studio.core.errors import PersamError
+
+    total = len(paths)
+    for i, path in enumerate(paths):
+        try:
+            encode_file(engine, path)
+            yield Step(i + 1, total, path)
+        except PersamError as exc:
+            yield Step(i + 1, total, path, error=str(exc))
+
+
+@dataclass(frozen=True)
+class ReferenceSpec:
+    """A reference for propagation: an image and its full-size mask file."""
+
+    name: str
+    image: Path
+    mask_file: Path
+
+
+@dataclass(frozen=True)
+class Propagated:
+    """PerSAM's answer for one album image (union over targets).
+
+    ``prediction`` holds one candidate: low-res logits (1, 256, 256) and
+    the display mask; None on error. ``confidence`` is the lowest over
+    targets (an image is only as sure as its weakest subject).
+    """
+
+    path: Path
+    done: int
+    total: int
+    original_size: tuple[int, int] | None
+    prediction: Prediction | None
+    confidence: float
+    error: str | None = None
+
+
+def fit_targets(
+    engine: Any, references: Sequence[ReferenceSpec], method: str, should_cancel: Callable[[], bool]
+) -> list[Any]:
+    """One Target per reference name (references sharing a name are averaged)."""
+    from persam_studio.core.album import read_mask_png
+    from persam_studio.core.errors import MaskError
+    from persam_studio.core.persam import fit_target
+
+    by_name: dict[str, list[tuple[Any, np.ndarray]]] = {}
+    for ref in references:
+        loaded = load_pixels(ref.image)
+        mask = read_mask_png(ref.mask_file)
+        if mask is None:
+            raise MaskError(ref.mask_file, "reference mask is missing or unreadable")
+        by_name.setdefault(ref.name, []).append((engine.encode(loaded.pixels), mask))
+    return [
+        fit_target(engine, pairs, finetune=(method == "persam_f"), name=name, should_cancel=should_cancel)
+        for name, pairs in by_name.items()
+    ]
+
+
+def propagate_steps(
+    engine: Any,
+    references: Sequence[ReferenceSpec],
+    paths: Sequence[Path],
+    method: str,
+    display_cap: int,
+    should_cancel: Callable[[], bool],
+) -> Iterator[Step | Propagated]:
+    """Fit the targets, then segment every image; one item per image."""
+    yield Step(0, len(paths), note="fitting")
+    targets = fit_targets(engine, references, method, should_cancel)
+    from persam_studio.core.propagate import propagate
+
+    for item in propagate(engine, targets, list(paths), should_cancel=should_cancel):
+        yield _propagated(item, display_cap)
+
+
+def _propagated(item: Any, display_cap: int) -> Propagated:
+    results = _results_of(item)
+    error = getattr(item, "error", None)
+    if error is not None or not results:
+        if error is None:
+            failed = item.results.values() if isinstance(item.results, dict) else item.results
+            error = "; ".join(r for r in failed if isinstance(r, str)) or "no result"
+        return Propagated(Path(item.path), item.index + 1, item.total, None, None, 0.0, str(error))
+    size = tuple(results[0].original_size)
+    disp = display_size(size, display_cap)
+    mask = np.zeros(disp, bool)
+    low = None
+    for r in results:
+        mask |= r.mask(disp)
+        low = r.low_res_logits if low is None else np.maximum(low, r.low_res_logits)
+    conf = min(float(r.confidence) for r in results)
+    seconds = float(getattr(item, "seconds", 0.0))
+    pred = Prediction.from_masks(np.asarray(low).reshape(1, 256, 256), np.array([conf]), mask[None], seconds)
+    return Propagated(Path(item.path), item.index + 1, item.total, size, pred, conf)
+
+
+def _results_of(item: Any) -> list[Any]:
+    """The PersamResults of an item; a target that failed (a message) makes it an error."""
+    results = getattr(item, "results", None) or {}
+    values = list(results.values()) if isinstance(results, dict) else list(results)
+    if any(isinstance(r, str) for r in values):
+        return []
+    return [r for r in values if r is not None]
+
+
+@dataclass(frozen=True)
+class ExportItem:
+    """One image to export: where it is and how to rebuild its full-size mask."""
+
+    image: Path
+    stem: str
+    logits_file: Path | None
+    bitmap_file: Path | None
+    strokes: tuple[Stroke, ...]
+
+
+def matting_available() -> bool:
+    return importlib.util.find_spec("persam_studio.core.matting") is not None
+
+
+def export_steps(
+    items: Sequence[ExportItem],
+    folder: Path,
+    masks: bool,
+    cutouts: bool,
+    refine: bool,
+    protected: Sequence[Path],
+) -> Iterator[Step]:
+    """Write ``<stem>_mask.png`` and/or ``<stem>_cutout.png`` per item into ``folder``.
+
+    ``protected`` are the album's images: never overwritten (an output that
+    would land on one is an error for that item, the rest go on).
+    """
+    import os
+
+    from persam_studio.core.album import read_mask_png
+    from persam_studio.core.errors import OutputError, PersamError
+    from persam_studio.core.export import save_cutout_png, save_mask_png
+
+    guard = {os.path.normcase(os.path.realpath(p)) for p in protected}
+    total = len(items)
+    for i, item in enumerate(items):
+        try:
+            loaded = load_pixels(item.image)
+            logits = np.load(item.logits_file).astype(np.float32) if item.logits_file else None
+            bitmap = read_mask_png(item.bitmap_file) if item.bitmap_file else None
+            mask = full_size_mask(loaded.size, logits, bitmap, item.strokes)
+            outs = []
+            if masks:
+                outs.append(("mask", folder / f"{item.stem}_mask.png"))
+            if cutouts:
+                outs.append(("cutout", folder / f"{item.stem}_cutout.png"))
+            for _, out in outs:
+                if os.path.normcase(os.path.realpath(out)) in guard:
+                    raise OutputError(out, "is one of the album's images; not overwritten")
+            for kind, out in outs:
+                if kind == "mask":
+                    save_mask_png(out, mask, inputs=(item.image,))
+                else:
+                    pixels, alpha = loaded.pixels, mask
+                    if refine and matting_available():
+                        from persam_studio.core.matting import refine_alpha
+
+                        alpha, pixels = refine_alpha(loaded.pixels, mask)
+                    save_cutout_png(out, pixels, alpha, inputs=(item.image,))
+            yield Step(i + 1, total, item.image)
+        except (PersamError, OSError, ValueError) as exc:
+            yield Step(i + 1, total, item.image, error=str(exc))

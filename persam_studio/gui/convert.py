@@ -1,0 +1,88 @@
+"""numpy arrays to Qt images and paths, and back (safe in worker threads).
+
+QImage (unlike QPixmap) may be built in any thread, so decoding and
+conversion happen in the I/O lane; the GUI thread only makes the pixmap.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PySide6.QtCore import QPointF, QSize, Qt
+from PySide6.QtGui import QColor, QImage, QImageReader, QPainterPath, QPolygonF
+
+
+def rgb_to_qimage(pixels: np.ndarray) -> QImage:
+    """uint8 (H, W, 3) RGB -> a QImage that owns its memory."""
+    pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
+    h, w, _ = pixels.shape
+    return QImage(pixels.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
+
+
+def qimage_to_rgb(image: QImage) -> np.ndarray:
+    """A QImage -> uint8 (H, W, 3) RGB copy (tests, screenshots)."""
+    image = image.convertToFormat(QImage.Format.Format_RGB888)
+    w, h = image.width(), image.height()
+    buf = np.frombuffer(image.constBits(), np.uint8, count=image.bytesPerLine() * h)
+    return buf.reshape(h, image.bytesPerLine())[:, : 3 * w].reshape(h, w, 3).copy()
+
+
+def mask_to_qimage(mask: np.ndarray, color: QColor) -> QImage:
+    """bool (h, w) -> indexed QImage: transparent outside, ``color`` inside."""
+    m = np.ascontiguousarray(mask, dtype=np.uint8)
+    h, w = m.shape
+    image = QImage(m.data, w, h, w, QImage.Format.Format_Indexed8).copy()
+    image.setColorTable([QColor(0, 0, 0, 0).rgba(), color.rgba()])
+    return image
+
+
+def outline_path(mask: np.ndarray, scale_x: float = 1.0, scale_y: float = 1.0) -> QPainterPath:
+    """The mask's boundary as a path, scaled into image coordinates.
+
+    Args:
+        mask: bool (h, w) display mask.
+        scale_x, scale_y: image pixels per mask pixel.
+    """
+    path = QPainterPath()
+    contours, _ = cv2.findContours(
+        np.ascontiguousarray(mask, dtype=np.uint8), cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE
+    )
+    for c in contours:
+        pts = c.reshape(-1, 2).astype(np.float64)
+        if len(pts) < 2:
+            continue
+        # Contour points are pixel centres; +0.5 puts the line on the mask's edge cells.
+        # Python floats: numpy scalars handed to Qt have crashed PySide6.
+        pts = ((pts + 0.5) * (scale_x, scale_y)).tolist()
+        path.addPolygon(QPolygonF([QPointF(x, y) for x, y in pts]))
+        path.closeSubpath()
+    return path
+
+
+def read_thumbnail(path: Path, side: int) -> QImage:
+    """A thumbnail of ``path`` no larger than ``side`` (EXIF-oriented); null on failure.
+
+    JPEG decoders scale while decoding, so this is fast even for big photos.
+    """
+    reader = QImageReader(str(path))
+    reader.setAutoTransform(True)
+    size = reader.size()
+    if size.isValid() and max(size.width(), size.height()) > side:
+        size.scale(QSize(side, side), Qt.AspectRatioMode.KeepAspectRatio)
+        reader.setScaledSize(size)
+    image = reader.read()
+    return image if not image.isNull() else QImage()
+
+
+def tint_thumbnail(thumb: QImage, mask: np.ndarray | None, color: QColor) -> QImage:
+    """``thumb`` with ``mask`` (bool, any size) blended in ``color`` (50 %)."""
+    if mask is None or thumb.isNull():
+        return thumb
+    rgb = qimage_to_rgb(thumb)
+    h, w = rgb.shape[:2]
+    m = cv2.resize(mask.astype(np.uint8) * 255, (w, h), interpolation=cv2.INTER_AREA) > 127
+    tint = np.array([color.red(), color.green(), color.blue()], np.float32)
+    rgb[m] = (rgb[m] * 0.5 + tint * 0.5).astype(np.uint8)
+    return rgb_to_qimage(rgb)

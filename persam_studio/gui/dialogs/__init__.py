@@ -1,0 +1,1 @@
+"""Dialogs of the app: model (download or choose), settings, export, shortcuts."""

@@ -1,0 +1,244 @@
+"""The mask being edited, as immutable data (no Qt, no torch).
+
+An :class:`EditState` is everything that defines an image's current mask:
+prompts (points, box), the model's answer for them (a :class:`Prediction`),
+the chosen candidate, or a loaded :class:`Bitmap`, and brush strokes on top.
+Every user action maps a state to a new state, so undo and redo are just
+"go back to that state" (see :mod:`persam_studio.gui.session`).
+
+Sizes: ``original_size`` is (H, W) of the oriented photo; ``display_size``
+(h, w) is what the canvas shows masks at, capped (:func:`display_size`) so
+that a click on a 50 MP photo never computes a 50 MP mask. Coordinates in
+prompts and strokes are original-image pixels, x = column, y = row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import cv2
+import numpy as np
+
+from persam_studio.core.album import Box, Point, Stroke
+
+#: Longest side of display masks by default; the canvas may pass its own.
+DISPLAY_CAP = 2048
+
+
+def display_size(original_size: tuple[int, int], cap: int = DISPLAY_CAP) -> tuple[int, int]:
+    """(h, w) for display masks: ``original_size`` scaled so the long side <= cap."""
+    h, w = original_size
+    scale = min(1.0, cap / max(h, w))
+    return max(1, int(round(h * scale))), max(1, int(round(w * scale)))
+
+
+def sam_input_size(original_size: tuple[int, int], long_side: int = 1024) -> tuple[int, int]:
+    """(h, w) SAM resizes an image to before padding (ResizeLongestSide)."""
+    h, w = original_size
+    scale = long_side / max(h, w)
+    return int(h * scale + 0.5), int(w * scale + 0.5)
+
+
+def logits_to_mask(
+    low_res: np.ndarray, original_size: tuple[int, int], size: tuple[int, int]
+) -> np.ndarray:
+    """SAM's mask post-processing with OpenCV, for restoring saved masks.
+
+    Args:
+        low_res: float (256, 256) logits in the padded 1024x1024 frame.
+        original_size: (H, W) of the image.
+        size: (h, w) wanted.
+
+    Returns:
+        bool (h, w). Bilinear resizing with pixel-centre alignment, as
+        ``torch.nn.functional.interpolate(align_corners=False)``; the engine
+        stays the reference (this may differ on pixels whose logit is ~0).
+    """
+    x = cv2.resize(np.asarray(low_res, np.float32), (1024, 1024), interpolation=cv2.INTER_LINEAR)
+    ih, iw = sam_input_size(original_size)
+    x = x[:ih, :iw]
+    x = cv2.resize(np.ascontiguousarray(x), (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+    return x > 0.0
+
+
+@dataclass(frozen=True, eq=False)
+class Prediction:
+    """Mask candidates from the model, kept small.
+
+    Attributes:
+        low_res_logits: float32 (C, 256, 256), SAM's low-res logits.
+        iou_predictions: float32 (C,) predicted quality.
+        display_size: (h, w) of the display masks.
+        packed: uint8 (C, ceil(h*w/8)) bit-packed display masks (a state
+            history of 100 clicks must not hold 100 full bool images).
+        seconds: model time for this answer.
+    """
+
+    low_res_logits: np.ndarray
+    iou_predictions: np.ndarray
+    display_size: tuple[int, int]
+    packed: np.ndarray
+    seconds: float = 0.0
+
+    @staticmethod
+    def from_masks(
+        low_res_logits: np.ndarray, iou_predictions: np.ndarray, masks: np.ndarray, seconds: float = 0.0
+    ) -> Prediction:
+        """Build from bool display masks (C, h, w)."""
+        masks = np.asarray(masks, bool)
+        c, h, w = masks.shape
+        return Prediction(
+            low_res_logits=np.asarray(low_res_logits, np.float32),
+            iou_predictions=np.asarray(iou_predictions, np.float32).reshape(-1),
+            display_size=(h, w),
+            packed=np.packbits(masks.reshape(c, -1), axis=1),
+            seconds=seconds,
+        )
+
+    def __len__(self) -> int:
+        return int(self.packed.shape[0])
+
+    @property
+    def best_index(self) -> int:
+        return int(np.argmax(self.iou_predictions))
+
+    def display_mask(self, index: int) -> np.ndarray:
+        """bool (h, w) display mask of candidate ``index``."""
+        h, w = self.display_size
+        return np.unpackbits(self.packed[index], count=h * w).reshape(h, w).astype(bool)
+
+
+@dataclass(frozen=True, eq=False)
+class Bitmap:
+    """A base mask given as pixels (a loaded mask file), bool (H, W) full size."""
+
+    mask: np.ndarray
+
+    def display_mask(self, size: tuple[int, int]) -> np.ndarray:
+        if self.mask.shape == tuple(size):
+            return self.mask
+        m = cv2.resize(self.mask.astype(np.uint8) * 255, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+        return m > 127
+
+
+@dataclass(frozen=True)
+class EditState:
+    """An image's mask as data; see the module docstring.
+
+    A state with prompts but no prediction is *pending*: its mask is being
+    computed. ``candidate`` None means the model's best candidate.
+    ``confidence`` is set for a propagated mask.
+    """
+
+    points: tuple[Point, ...] = ()
+    box: Box | None = None
+    prediction: Prediction | None = None
+    candidate: int | None = None
+    bitmap: Bitmap | None = None
+    strokes: tuple[Stroke, ...] = ()
+    confidence: float | None = None
+
+    @property
+    def has_prompts(self) -> bool:
+        return bool(self.points) or self.box is not None
+
+    @property
+    def pending(self) -> bool:
+        return self.has_prompts and self.prediction is None
+
+    @property
+    def prompt_key(self) -> tuple:
+        return (self.points, self.box)
+
+    @property
+    def candidate_index(self) -> int | None:
+        if self.prediction is None:
+            return None
+        if self.candidate is None or self.candidate >= len(self.prediction):
+            return self.prediction.best_index
+        return self.candidate
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.has_prompts and self.prediction is None and self.bitmap is None and not self.strokes
+
+    @property
+    def multimask(self) -> bool:
+        """Ask for 3 candidates only for an ambiguous, single prompt (as SAM advises)."""
+        return len(self.points) + (self.box is not None) == 1
+
+    # -- transitions (each returns a new state) ---------------------------
+
+    def with_point(self, point: Point) -> EditState:
+        return EditState(points=self.points + (point,), box=self.box, strokes=self.strokes)
+
+    def with_box(self, box: Box) -> EditState:
+        return EditState(points=self.points, box=box, strokes=self.strokes)
+
+    def with_stroke(self, stroke: Stroke) -> EditState:
+        return replace(self, strokes=self.strokes + (stroke,))
+
+    def with_prediction(self, prediction: Prediction) -> EditState:
+        return replace(self, prediction=prediction)
+
+    def cycled(self) -> EditState:
+        """The next multimask candidate (Tab); unchanged with one candidate."""
+        if self.prediction is None or len(self.prediction) < 2:
+            return self
+        return replace(self, candidate=(self.candidate_index + 1) % len(self.prediction))
+
+    def cleared(self) -> EditState:
+        return EditState()
+
+    # -- rendering ------------------------------------------------------------
+
+    def base_mask(self, size: tuple[int, int]) -> np.ndarray | None:
+        """The model's (or loaded) mask at display ``size``, before strokes."""
+        if self.prediction is not None:
+            mask = self.prediction.display_mask(self.candidate_index)
+            if mask.shape != tuple(size):
+                mask = cv2.resize(mask.astype(np.uint8), (size[1], size[0]), interpolation=cv2.INTER_NEAREST) > 0
+            return mask
+        if self.bitmap is not None:
+            return self.bitmap.display_mask(size)
+        return None
+
+    def mask(self, size: tuple[int, int], original_size: tuple[int, int]) -> np.ndarray | None:
+        """bool (h, w) mask at ``size`` with strokes applied, or None (no mask)."""
+        base = self.base_mask(size)
+        if not self.strokes:
+            return base
+        if base is None:
+            base = np.zeros(size, bool)
+        return render_strokes(base, self.strokes, original_size)
+
+
+def render_strokes(
+    mask: np.ndarray, strokes: tuple[Stroke, ...] | list[Stroke], original_size: tuple[int, int]
+) -> np.ndarray:
+    """Paint ``strokes`` (original-image coordinates) onto a copy of ``mask``.
+
+    Args:
+        mask: bool (h, w) at any size; strokes are scaled from
+            ``original_size`` (H, W) to it.
+
+    Returns:
+        bool (h, w).
+    """
+    h, w = mask.shape
+    sy, sx = h / original_size[0], w / original_size[1]
+    out = mask.astype(np.uint8)
+    shift = 4  # sub-pixel precision for cv2 drawing
+    for s in strokes:
+        value = 1 if s.mode == "add" else 0
+        r = max(1, int(round(s.radius * (sx + sy) / 2 * (1 << shift))))
+        pts = np.round(np.array(s.points, float).reshape(-1, 2) * (sx, sy) * (1 << shift)).astype(np.int32)
+        if len(pts) == 1:
+            cv2.circle(out, tuple(int(v) for v in pts[0]), r, value, -1, cv2.LINE_8, shift)
+        else:
+            # Thick polylines get round joins and caps from the circles.
+            for p in pts:
+                cv2.circle(out, (int(p[0]), int(p[1])), r, value, -1, cv2.LINE_8, shift)
+            thickness = max(1, int(round(2 * r / (1 << shift))))
+            cv2.polylines(out, [pts], False, value, thickness, cv2.LINE_8, shift)
+    return out.astype(bool)

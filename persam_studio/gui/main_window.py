@@ -1,0 +1,269 @@
+"""The main window: builds the parts and wires their signals. No logic here."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Sequence
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QGuiApplication
+from PySide6.QtWidgets import QDockWidget, QFileDialog, QMainWindow, QMessageBox
+
+from persam_studio.gui import canvas as canvas_mod
+from persam_studio.gui.actions import Actions
+from persam_studio.gui.album_controller import AlbumController
+from persam_studio.gui.album_panel import AlbumPanel
+from persam_studio.gui.canvas import Canvas
+from persam_studio.gui.dialogs.export_dialog import ALBUM, CURRENT, ExportDialog
+from persam_studio.gui.dialogs.model_dialog import ModelDialog
+from persam_studio.gui.dialogs.settings_dialog import SettingsDialog
+from persam_studio.gui.dialogs.shortcuts import ShortcutsDialog
+from persam_studio.gui.image_controller import ImageController
+from persam_studio.gui.jobs_controller import JobsController, default_export_dir
+from persam_studio.gui.model_controller import EngineFactory, ModelController
+from persam_studio.gui.settings import AppSettings
+from persam_studio.gui.side_panel import SidePanel
+from persam_studio.gui.statusbar import StatusBar
+from persam_studio.gui.workers import Lane
+
+TITLE = "PerSAM Studio"
+IMAGE_FILTER = "Images (*.jpg *.jpeg *.png *.webp *.tif *.tiff *.bmp);;All files (*)"
+
+
+def screen_display_cap() -> int:
+    """Longest side for display masks: the screen's, in device pixels (1024..4096)."""
+    screen = QGuiApplication.primaryScreen()
+    if screen is None:
+        return 2048
+    size = screen.size()
+    return int(min(4096, max(1024, max(size.width(), size.height()) * screen.devicePixelRatio())))
+
+
+class MainWindow(QMainWindow):
+    """PerSAM Studio's window.
+
+    Args:
+        settings: where preferences live (tests pass a temporary file).
+        engine_factory: how to build the engine (default: find and load a
+            checkpoint); tests pass one returning a random SAM.
+        synchronous: run background work inline (logic tests only).
+    """
+
+    def __init__(self, settings: AppSettings, engine_factory: EngineFactory | None = None,
+                 synchronous: bool = False) -> None:
+        super().__init__()
+        self.settings = settings
+        self.setWindowTitle(TITLE)
+        self.setAcceptDrops(True)
+        self.model_lane = Lane("model", 1, synchronous, self)
+        self.io_lane = Lane("io", 2, synchronous, self)
+
+        self.canvas = Canvas(self)
+        self.setCentralWidget(self.canvas)
+        self.panel = AlbumPanel(self)
+        self.side = SidePanel(settings.opacity, settings.outline, self)
+        self.status = StatusBar(self)
+        self.setStatusBar(self.status)
+        for title, widget, area in (("Album", self.panel, Qt.DockWidgetArea.LeftDockWidgetArea),
+                                    ("Tools", self.side, Qt.DockWidgetArea.RightDockWidgetArea)):
+            dock = QDockWidget(title, self)
+            dock.setObjectName(f"dock-{title.lower()}")
+            dock.setWidget(widget)
+            self.addDockWidget(area, dock)
+
+        self.images = ImageController(self.canvas, self.model_lane, self.io_lane, screen_display_cap())
+        self.albums = AlbumController(self.panel, self.images, self.io_lane, self)
+        self.model = ModelController(self.model_lane, self.io_lane, engine_factory, self)
+        self.jobs = JobsController(self.albums, self.images, self.model, self.model_lane, self)
+        self.actions_ = Actions(self, self.images.undo_stack)
+        self.actions_.install(self)
+        self.model_dialog: ModelDialog | None = None
+        self._wire()
+        self.canvas.set_opacity(settings.opacity)
+        self.canvas.set_outline(settings.outline)
+        self.resize(1280, 820)
+        geometry, state = settings.geometry()
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        if state is not None:
+            self.restoreState(state)
+        self.model.load(settings.model_choice)
+
+    def _wire(self) -> None:
+        a, c, s = self.actions_, self.canvas, self.status
+        c.point_clicked.connect(self.images.add_point)
+        c.box_drawn.connect(self.images.set_box)
+        c.stroke_drawn.connect(self.images.add_stroke)
+        c.zoom_changed.connect(s.set_zoom)
+        a.clear.triggered.connect(self.images.clear)
+        a.cycle.triggered.connect(self.images.cycle_candidate)
+        a.tool_prompt.triggered.connect(lambda: c.set_tool(canvas_mod.PROMPT))
+        a.tool_brush.triggered.connect(lambda: c.set_tool(canvas_mod.BRUSH))
+        a.tool_eraser.triggered.connect(lambda: c.set_tool(canvas_mod.ERASER))
+        a.brush_smaller.triggered.connect(lambda: self.side.brush.setValue(int(self.side.brush.value() / 1.25)))
+        a.brush_larger.triggered.connect(lambda: self.side.brush.setValue(int(self.side.brush.value() * 1.25) + 1))
+        a.fit.triggered.connect(c.fit)
+        a.zoom_100.triggered.connect(c.zoom_100)
+        a.zoom_in.triggered.connect(lambda: c.zoom_by(1.25))
+        a.zoom_out.triggered.connect(lambda: c.zoom_by(0.8))
+        a.next_image.triggered.connect(lambda: self.albums.step(1))
+        a.previous_image.triggered.connect(lambda: self.albums.step(-1))
+        a.open_folder.triggered.connect(self._ask_folder)
+        a.open_images.triggered.connect(self._ask_images)
+        a.load_mask.triggered.connect(self._ask_mask)
+        a.export.triggered.connect(self._ask_export)
+        a.quit.triggered.connect(self.close)
+        a.prepare.triggered.connect(self.jobs.prepare)
+        a.use_reference.triggered.connect(lambda: self.jobs.use_as_reference(self.side.name.text()))
+        a.propagate.triggered.connect(lambda: self.jobs.propagate(self.side.method.currentData()))
+        a.accept.triggered.connect(self.albums.accept_current)
+        a.cancel_job.triggered.connect(self.jobs.cancel)
+        a.settings.triggered.connect(self._ask_settings)
+        a.model.triggered.connect(self._show_model_dialog)
+        a.shortcuts.triggered.connect(lambda: ShortcutsDialog(self).exec())
+
+        self.side.opacity_changed.connect(c.set_opacity)
+        self.side.outline_toggled.connect(c.set_outline)
+        self.side.brush_changed.connect(lambda px: setattr(c, "brush_px", float(px)))
+        self.side.reference_requested.connect(self.jobs.use_as_reference)
+        self.side.propagate_requested.connect(self.jobs.propagate)
+        self.side.clear_references_requested.connect(self.albums.clear_references)
+        self.side.accept_requested.connect(self.albums.accept_current)
+
+        self.images.busy_changed.connect(s.set_busy)
+        self.images.mask_timed.connect(s.set_mask_time)
+        self.images.image_opened.connect(lambda p: s.set_image_size(self.images.session.original_size))
+        self.images.image_failed.connect(lambda p, msg: s.showMessage(msg, 10000))
+        self.images.failed.connect(lambda msg: s.showMessage(msg, 10000))
+        self.albums.album_opened.connect(self._on_album_opened)
+        self.albums.references_changed.connect(self.side.set_reference_count)
+        self.albums.message.connect(lambda msg: s.showMessage(msg, 8000))
+        self.albums.error.connect(self._show_error)
+        self.jobs.started.connect(s.job_started)
+        self.jobs.progressed.connect(s.job_progressed)
+        self.jobs.finished.connect(s.job_finished)
+        self.jobs.message.connect(lambda msg: s.showMessage(msg, 8000))
+        s.cancel_requested.connect(self.jobs.cancel)
+
+        self.model.loading.connect(lambda: s.set_model("model: loading…"))
+        self.model.engine_ready.connect(self._on_engine_ready)
+        self.model.checkpoint_missing.connect(self._on_checkpoint_missing)
+        self.model.load_failed.connect(self._on_model_failed)
+
+    # -- opening ---------------------------------------------------------------------
+
+    def open_paths(self, paths: Sequence[str | Path]) -> bool:
+        """Open a folder or images as the album (command line, drop, menus)."""
+        return bool(paths) and self.albums.open([str(p) for p in paths])
+
+    def _on_album_opened(self, album) -> None:
+        self.setWindowTitle(f"{album.root.name} — {TITLE}")
+        self.side.set_method(album.method)
+        self.settings.last_folder = str(album.root)
+
+    def _ask_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open album folder", self.settings.last_folder)
+        if folder:
+            self.open_paths([folder])
+
+    def _ask_images(self) -> None:
+        files, _ = QFileDialog.getOpenFileNames(self, "Open images", self.settings.last_folder, IMAGE_FILTER)
+        if files:
+            self.open_paths(files)
+
+    def _ask_mask(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Load a mask for this image", self.settings.last_folder, IMAGE_FILTER)
+        if path:
+            self.albums.load_mask_file(Path(path))
+
+    def _ask_export(self) -> None:
+        album = self.albums.album
+        if album is None:
+            return
+        dialog = ExportDialog(default_export_dir(album.root), len(self.panel.selected_rows()),
+                              self.jobs_refine_available(), self)
+        if dialog.exec():
+            o = dialog.options()
+            rows = {CURRENT: [self.albums.current], ALBUM: list(range(len(album.records)))}.get(o.scope, self.panel.selected_rows())
+            self.jobs.export(rows, o.folder, o.masks, o.cutouts, o.refine)
+
+    @staticmethod
+    def jobs_refine_available() -> bool:
+        from persam_studio.gui.backend import matting_available
+
+        return matting_available()
+
+    # -- model ---------------------------------------------------------------------------
+
+    def _on_engine_ready(self, engine, info) -> None:
+        self.images.set_engine(engine)
+        self.status.set_model(f"{info.model_type} ({info.device})")
+        if self.model_dialog is not None:
+            self.model_dialog.close()
+
+    def _on_checkpoint_missing(self) -> None:
+        self.status.set_model("no model")
+        self._show_model_dialog()
+
+    def _on_model_failed(self, message: str) -> None:
+        self.status.set_model("no model")
+        self._show_error(message)
+        self._show_model_dialog()
+
+    def _show_model_dialog(self) -> None:
+        if self.model_dialog is None:
+            d = self.model_dialog = ModelDialog(self)
+            d.download_requested.connect(self.model.download)
+            d.cancel_requested.connect(self.model.cancel_download)
+            d.file_chosen.connect(self._use_checkpoint)
+            d.settings_requested.connect(self._ask_settings)
+            self.model.download_progressed.connect(d.set_progress)
+            self.model.download_finished.connect(self._on_downloaded)
+            self.model.download_failed.connect(d.download_ended)
+        self.model_dialog.show()
+        self.model_dialog.raise_()
+
+    def _on_downloaded(self, path) -> None:
+        if self.model_dialog is not None:
+            self.model_dialog.download_ended("Download cancelled." if path is None else f"Downloaded {path}; loading…")
+        if path is not None:
+            self.model.load(self.settings.model_choice)
+
+    def _use_checkpoint(self, path: str) -> None:
+        self.settings.model_choice = replace(self.settings.model_choice, checkpoint=path)
+        self.model.load(self.settings.model_choice)
+
+    def _ask_settings(self) -> None:
+        dialog = SettingsDialog(self.settings.model_choice, self)
+        if dialog.exec():
+            self.settings.model_choice = dialog.choice()
+            self.model.load(self.settings.model_choice)
+
+    def _show_error(self, message: str) -> None:
+        box = QMessageBox(QMessageBox.Icon.Warning, TITLE, message, QMessageBox.StandardButton.Ok, self)
+        box.setModal(False)
+        box.show()  # never blocks: the app keeps working behind it
+
+    # -- window ---------------------------------------------------------------------------
+
+    def dragEnterEvent(self, event) -> None:
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:
+        paths = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
+        if paths:
+            event.acceptProposedAction()
+            self.open_paths(paths)
+
+    def closeEvent(self, event) -> None:
+        self.settings.set_geometry(self.saveGeometry(), self.saveState())
+        self.settings.opacity = self.side.opacity.value() / 100
+        self.settings.outline = self.side.outline.isChecked()
+        self.settings.sync()
+        self.jobs.cancel()
+        self.model.cancel_download()
+        self.io_lane.shutdown()
+        self.model_lane.shutdown()
+        super().closeEvent(event)
