@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from persam_studio.cli import main
+from persam_studio.core.cache import EmbeddingCache
 from persam_studio.core.engine import Engine
 
 
@@ -40,7 +41,7 @@ def test_segment_writes_the_engines_mask(tiny_ckpt, photo, tmp_path, tiny_sam, r
     assert _segment(tiny_ckpt, photo, out, "--cutout", str(cut), "--point", "40,250,0") == 0
     mask = np.asarray(Image.open(out))
     assert mask.shape == (300, 400) and set(np.unique(mask)) <= {0, 255}
-    engine = Engine(tiny_sam, "direct")
+    engine = Engine(tiny_sam, "direct", EmbeddingCache(tmp_path / "cache"))  # as the CLI: float16 cache
     res = engine.predict(engine.encode(rgb_image), np.array([[250, 140], [40, 250]]), np.array([1, 0]))
     assert np.array_equal(mask == 255, res.mask(res.best_index))
     rgba = np.asarray(Image.open(cut))
@@ -132,7 +133,7 @@ def test_exif_rotated_photo_mask_has_displayed_size(tiny_ckpt, tmp_path, rgb_ima
     assert shown.shape == (400, 300, 3)
     r, g, b = shown[250, 159].astype(int)
     assert r > 200 and g < 100 and b < 100  # the user clicked on the disc as displayed
-    engine = Engine(tiny_sam, "direct")
+    engine = Engine(tiny_sam, "direct", EmbeddingCache(tmp_path / "cache"))
     res = engine.predict(engine.encode(shown), np.array([[159, 250]]), np.array([1]))
     assert np.array_equal(np.asarray(Image.open(out)) == 255, res.mask(res.best_index))
 

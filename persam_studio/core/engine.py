@@ -22,6 +22,7 @@ applied), x = column, y = row, origin at the top-left corner.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import threading
 import time
@@ -224,6 +225,13 @@ class Engine:
             return hit
         embedding = self._run_encoder(image, key)
         if self.cache is not None:
+            disk_dtype = getattr(self.cache, "disk_dtype", None)
+            if disk_dtype is not None and disk_dtype.itemsize < embedding.features.itemsize:
+                # Use exactly what the disk keeps, so a click gives the same
+                # mask whether its embedding was just computed or read back
+                # in a later session.
+                features = embedding.features.astype(disk_dtype).astype(np.float32)
+                embedding = dataclasses.replace(embedding, features=features)
             self.cache.put(embedding)
         return embedding
 
