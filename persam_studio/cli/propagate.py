@@ -74,7 +74,7 @@ def _targets(parser: argparse.ArgumentParser, items: list[tuple[str, str]]) -> l
         if kind == "target":
             if pending is not None:
                 parser.error(f"--ref {pending} has no --ref-mask")
-            if not _NAME.match(value) or value in {n for n, _ in groups}:
+            if not _NAME.match(value) or value in {n for n, _ in groups} or value.casefold() == REPORT:
                 parser.error(f"--target {value!r}: use a unique name of letters, digits, space, _ . -")
             groups.append((value, []))
         elif kind == "ref":
