@@ -80,6 +80,10 @@ class AlbumPanel(QListWidget):
         self.currentRowChanged.connect(self._on_row_changed)
         self._quiet = False
 
+    def two_columns_width(self) -> int:
+        """Dock width that shows two thumbnails side by side."""
+        return 2 * self.gridSize().width() + self.verticalScrollBar().sizeHint().width() + 8
+
     def set_images(self, names: list[str], states: list[ImageState]) -> None:
         self._quiet = True
         self.clear()
@@ -126,7 +130,11 @@ class AlbumPanel(QListWidget):
         thumb = self._thumbs[row]
         if thumb.isNull():
             return
-        self.item(row).setIcon(QIcon(QPixmap.fromImage(tint_thumbnail(thumb, self._masks[row], MASK_COLOR))))
+        pixmap = QPixmap.fromImage(tint_thumbnail(thumb, self._masks[row], MASK_COLOR))
+        icon = QIcon(pixmap)
+        # Styles tint selected icons blue, which would read as "has a mask".
+        icon.addPixmap(pixmap, QIcon.Mode.Selected)
+        self.item(row).setIcon(icon)
 
     def _on_row_changed(self, row: int) -> None:
         if not self._quiet and row >= 0:

@@ -247,6 +247,17 @@ class Canvas(QGraphicsView):
                 self.point_clicked.emit(Point(float(pos.x()), float(pos.y()), label))
         event.accept()
 
+    def drawForeground(self, painter: QPainter, rect: QRectF) -> None:
+        if self.image_size is not None:
+            return
+        # An empty canvas says what to do instead of staying blank.
+        painter.save()
+        painter.resetTransform()
+        painter.setPen(QColor(170, 170, 176))
+        painter.drawText(self.viewport().rect(), Qt.AlignmentFlag.AlignCenter,
+                         "Open a folder (Ctrl+O) or drop photos here")
+        painter.restore()
+
     def contextMenuEvent(self, event) -> None:
         event.accept()  # right click is a background point, not a menu
 

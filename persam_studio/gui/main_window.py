@@ -65,12 +65,15 @@ class MainWindow(QMainWindow):
         self.side = SidePanel(settings.opacity, settings.outline, self)
         self.status = StatusBar(self)
         self.setStatusBar(self.status)
+        docks = []
         for title, widget, area in (("Album", self.panel, Qt.DockWidgetArea.LeftDockWidgetArea),
                                     ("Tools", self.side, Qt.DockWidgetArea.RightDockWidgetArea)):
             dock = QDockWidget(title, self)
             dock.setObjectName(f"dock-{title.lower()}")
             dock.setWidget(widget)
             self.addDockWidget(area, dock)
+            docks.append(dock)
+        self.resizeDocks(docks, [self.panel.two_columns_width(), 300], Qt.Orientation.Horizontal)
 
         self.images = ImageController(self.canvas, self.model_lane, self.io_lane, screen_display_cap())
         self.albums = AlbumController(self.panel, self.images, self.io_lane, self)
@@ -155,7 +158,10 @@ class MainWindow(QMainWindow):
 
     def open_paths(self, paths: Sequence[str | Path]) -> bool:
         """Open a folder or images as the album (command line, drop, menus)."""
-        return bool(paths) and self.albums.open([str(p) for p in paths])
+        if not paths:
+            return False
+        self.jobs.cancel()  # a job over the previous album must not go on
+        return self.albums.open([str(p) for p in paths])
 
     def _on_album_opened(self, album) -> None:
         self.setWindowTitle(f"{album.root.name} — {TITLE}")
@@ -262,6 +268,8 @@ class MainWindow(QMainWindow):
         self.settings.opacity = self.side.opacity.value() / 100
         self.settings.outline = self.side.outline.isChecked()
         self.settings.sync()
+        if self.model_dialog is not None:
+            self.model_dialog.close()
         self.jobs.cancel()
         self.model.cancel_download()
         self.io_lane.shutdown()

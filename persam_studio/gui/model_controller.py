@@ -8,6 +8,7 @@ browsing, and loads the model as soon as one is chosen).
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 from typing import Any, Callable
 
@@ -66,6 +67,11 @@ class ModelController(QObject):
 
     def _on_loaded(self, result: tuple[Any, EngineInfo]) -> None:
         self.engine, self.info = result
+        # torch, segment_anything and the model leave ~400k long-lived Python
+        # objects; a full garbage collection walks them all (0.3 s on a busy
+        # laptop) while holding the GIL, freezing the window mid-encode. They
+        # live as long as the app: move them out of the collector's reach.
+        gc.freeze()
         self.engine_ready.emit(self.engine, self.info)
 
     def _on_failed(self, exc: BaseException) -> None:

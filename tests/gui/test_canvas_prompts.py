@@ -161,3 +161,17 @@ def test_zoom_fit_and_100_percent(window, qtbot):
     h, w = c.image_size
     assert c.zoom == pytest.approx(min(view.width() / w, view.height() / h), rel=0.05)
     assert "%" in window.status.zoom_label.text()
+
+
+def test_masks_are_computed_at_display_size_not_full_size(make_window, album_dir, qtbot):
+    window = make_window()
+    window.images.display_cap = 200  # a small screen: 400x300 photos show at 200x150
+    window.open_paths([album_dir])
+    wait_idle(qtbot, window)
+    assert window.images.session.display_size == (150, 200)
+    click(qtbot, window, 250, 140)
+    p = window.images.state.points[0]
+    expected, _ = engine_mask(window, [(p.x, p.y)], [1])
+    assert expected.shape == (150, 200)
+    np.testing.assert_array_equal(window.canvas.current_mask, expected)
+    assert window.images.state.prediction.display_size == (150, 200)
