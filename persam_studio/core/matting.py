@@ -111,8 +111,22 @@ def refine_matte(
         soft = a_small < 1.0
         crop[soft] = _to_u8(f_small[soft])
         return alpha, fg
-    _upsample_into(alpha, fg, pixels, mask, image, a_small, f_small, b_small, (y0, x0), (sh, sw), params)
+    solved = unknown[y0:y1, x0:x1]
+    _upsample_into(alpha, fg, pixels, image, solved, a_small, f_small, b_small, (y0, x0), (sh, sw), params)
     return alpha, fg
+
+
+def warm_up() -> None:
+    """Import pymatting and run one tiny refinement, so the first real one is fast.
+
+    The first import of pymatting on a machine compiles its numba kernels
+    (about a minute, once; cached on disk after that); later processes only
+    load them (about 1.5 s). Call this from a background thread at start-up.
+    """
+    yy, xx = np.mgrid[0:48, 0:48]
+    mask = (yy - 24) ** 2 + (xx - 24) ** 2 < 15**2
+    pixels = np.where(mask[:, :, None], (200, 60, 40), (40, 150, 70)).astype(np.uint8)
+    refine_alpha(pixels, mask)
 
 
 def _solve_alpha(image: np.ndarray, trimap: np.ndarray, params: MattingParams, check) -> np.ndarray:
@@ -147,27 +161,30 @@ def _foreground(image: np.ndarray, alpha: np.ndarray) -> tuple[np.ndarray, np.nd
     return np.clip(f, 0, 1).astype(np.float32), np.clip(b, 0, 1).astype(np.float32)
 
 
-def _upsample_into(alpha, fg, pixels, mask, image, a_small, f_small, b_small, origin, small_shape, params) -> None:
+def _upsample_into(alpha, fg, pixels, image, solved, a_small, f_small, b_small, origin, small_shape, params) -> None:
     """Bring a matte solved at low resolution back to full size, in place.
 
-    Outside the band of soft alpha the full-size mask stays. Inside it,
-    alpha comes from the guided filter's linear model evaluated on the
-    full-size colours, and the foreground from the low-resolution estimate
-    corrected so the compositing equation holds at full resolution.
+    ``alpha`` holds the full-size mask on entry; it stays where the trimap
+    was known. Solved pixels take the rounded low-resolution alpha, and
+    soft ones the guided filter's linear model evaluated on the full-size
+    colours; their foreground is the low-resolution estimate corrected so
+    the compositing equation holds at full resolution.
     """
-    h, w = mask.shape
+    h, w = alpha.shape
     sh, sw = small_shape
     y0, x0 = origin
     ch, cw = a_small.shape
     soft = (a_small > 1e-3) & (a_small < 1 - 1e-3)
     soft = cv2.dilate(soft.view(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
-    # Known pixels of the crop keep the mask; solved ones rounded (soft ones are overwritten below).
+    # Solved pixels take the rounded matte (soft ones are overwritten below).
     fy0, fy1 = int(np.floor(y0 * h / sh)), int(np.ceil((y0 + ch) * h / sh))
     fx0, fx1 = int(np.floor(x0 * w / sw)), int(np.ceil((x0 + cw) * w / sw))
-    up = cv2.resize(a_small, (fx1 - fx0, fy1 - fy0), interpolation=cv2.INTER_LINEAR)
+    size = (fx1 - fx0, fy1 - fy0)
     region = alpha[fy0:fy1, fx0:fx1]
-    region[...] = up >= 0.5
-    band = cv2.resize(soft.view(np.uint8), (fx1 - fx0, fy1 - fy0), interpolation=cv2.INTER_NEAREST)
+    up = cv2.resize(a_small, size, interpolation=cv2.INTER_LINEAR)
+    was_solved = cv2.resize(np.ascontiguousarray(solved).view(np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(bool)
+    region[was_solved] = up[was_solved] >= 0.5
+    band = cv2.resize(soft.view(np.uint8), size, interpolation=cv2.INTER_NEAREST)
     ys, xs = np.nonzero(band)
     if ys.size == 0:
         return

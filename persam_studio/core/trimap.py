@@ -5,29 +5,34 @@ known to about one grid cell: ``unit = max(H, W) / 256`` image pixels (the
 *mask unit*). Every width below is measured in mask units, so the same rule
 works on a 0.3 MP crop and on a 12 MP photo.
 
-The rule (see docs/cutouts.md for why and for the measurements):
+The rule (see docs/cutouts.md for why and for the measurements), at each
+boundary pixel, in a disc of radius ``window`` units:
 
-* **Fine-structure score** ``s`` in [0, 1] at each boundary pixel, from the
-  *edge count* ``rho``: the colour gradient summed over a disc of radius
-  ``window`` units, divided by what one clean step edge of the local
-  foreground/background contrast would give in that disc. A clean edge
-  gives ``rho`` about 1 whatever its orientation; hair, fur, feathers and
-  foliage give several edges' worth. ``s`` ramps from 0 at
-  ``rho_clean`` to 1 at ``rho_fine``.
-* **Outer half-width** ``r_out = unit * (out_min + (out_max - out_min) * s)``
-  and **inner half-width** ``r_in = inner_ratio * r_out``: the band reaches
-  further into the mask than out of it, because (a) a coat of hair is see-
-  through over its whole depth, while the strands beyond the 50 % contour
-  thin out quickly, and (b) unknown pixels on the background side are where
-  closed-form matting leaks a faint haze of background into the cutout,
-  the most visible artefact.
+* **Fine-structure score** ``s`` in [0, 1] from the *scattered edge count*:
+  the colour gradient summed over the disc, divided by what one clean step
+  edge of the local object/background contrast gives there (1 at any
+  orientation), times (1 - structure-tensor coherence). Straight edges, even
+  several parallel ones (a car's roof line and window frame), score about
+  0; hair, fur and feathers, whose strands point every way, about one edge's
+  worth or more. ``s`` ramps from 0 at ``rho_clean`` to 1 at ``rho_fine``.
+* **Colour overlap** ``hole`` / ``haze`` in [0, 1]: how much of the object's
+  colours the nearby background also has, and the other way round. Matting
+  cannot separate shared colours, so the band shrinks back towards its
+  minimum there.
+* **Half-widths** ``r_out = unit * (out_min + (out_max - out_min) * s * (1 - haze))``
+  and ``r_in = unit * (out_min + (inner_ratio * out_max - out_min) * s * (1 - hole))``:
+  the band may reach further into the mask than out of it, because (a) a
+  coat of hair is see-through over its whole depth, while the strands beyond
+  the 50 % contour thin out quickly, and (b) unknown pixels on the
+  background side are where closed-form matting leaks a faint haze of
+  background into the cutout, the most visible artefact.
 * **Blur floor**: a defocused edge of width ``w`` (contrast / steepest
   gradient) gets at least ``w`` on both sides.
 * **Logits**: where SAM's logit is near zero (``|logit| < logit_band``,
   i.e. SAM was less than ~88 % sure) and within the maximum half-widths,
   the pixel is unknown too.
-* Every connected foreground (background) region keeps its innermost half
-  as known, so a thin or small object never loses all its constraints.
+* Every connected object (background) region keeps its inner half as
+  known, so a thin or small object never loses all its constraints.
 """
 
 from __future__ import annotations
@@ -47,9 +52,9 @@ class TrimapParams:
     out_min: float = 2.0  # clean edges: one mask unit of placement error, plus one of margin
     out_max: float = 5.0  # fine structure: about the length of fur tips beyond the 50 % contour
     inner_ratio: float = 1.5  # r_in / r_out at most
-    window: float = 4.0  # radius of the disc where rho and the blur width are measured
-    rho_clean: float = 1.2  # one edge plus tolerance for noise and curvature
-    rho_fine: float = 2.0  # twice the gradient of a single edge: clearly textured
+    window: float = 4.0  # radius of the disc where the scores and the blur width are measured
+    rho_clean: float = 0.2  # scattered gradient below a fifth of one edge: a clean edge
+    rho_fine: float = 0.8  # most of an edge's worth of scattered gradient: hair, fur
     logit_band: float = 2.0  # |logit| below this is "SAM unsure" (sigmoid 0.12 .. 0.88)
 
 
@@ -77,7 +82,8 @@ def build_trimap(
             the full-size image's unit scaled down when working on a
             downscaled copy.
     """
-    mask = np.asarray(mask, dtype=bool)
+    mask = np.ascontiguousarray(mask, dtype=bool)
+    pixels = np.ascontiguousarray(pixels)
     trimap = mask.astype(np.float32)
     m8 = mask.view(np.uint8)
     edge = m8 != cv2.erode(m8, _CROSS)  # object pixels with a background 4-neighbour
@@ -118,17 +124,17 @@ def half_widths(
 
 
 def edge_structure(pixels: np.ndarray, mask: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray]:
-    """Object-side edge count ``rho`` and blur width (pixels) around every pixel, float32 (H, W) each.
+    """Scattered edge count ``rho`` and blur width (pixels) around every pixel, float32 (H, W) each.
 
-    ``rho`` = (colour gradient magnitude summed over the object's part of a
-    disc of ``radius``) / (radius * contrast), where contrast is the distance
-    between the mean object and mean background colours in the disc. A
-    straight step edge through the centre gives 1 whatever its orientation
-    (its gradient integrates to the contrast along a chord of length
-    2 * radius, half of it on the object side). Only the object side counts:
-    a busy background (pebbles, foliage) says nothing about the subject's
-    edge. The blur width is contrast / steepest gradient in the disc: about
-    2.5 px for a sharp edge.
+    ``rho`` = (colour gradient magnitude summed over a disc of ``radius``) /
+    (2 * radius * contrast) * (1 - coherence). Contrast is the distance
+    between the mean object and mean background colours in the disc; a
+    straight step edge through the centre makes the first factor 1 whatever
+    its orientation (its gradient integrates to the contrast along a chord
+    of length 2 * radius). Coherence is the structure tensor's
+    (l1 - l2) / (l1 + l2) over the disc: 1 when all gradients share one
+    orientation. The blur width is contrast / steepest gradient in the
+    disc: about 2.5 px for a sharp edge.
     """
     f = pixels.astype(np.float32) * (1.0 / 255.0)
     gx = cv2.Sobel(f, cv2.CV_32F, 1, 0, ksize=3, scale=0.125)
@@ -151,6 +157,14 @@ def edge_structure(pixels: np.ndarray, mask: np.ndarray, radius: int) -> tuple[n
     # and the ratio would only measure noise.
     contrast = np.maximum(contrast, 0.05)
     rho = conv(grad) / (2 * radius * contrast)
+    # Structure-tensor coherence: 1 where all gradients in the disc share one
+    # orientation (straight edges, even several parallel ones: a car's
+    # roof line and window frame), low where orientations scatter (hair).
+    jxx = conv((gx * gx).sum(axis=2))
+    jyy = conv((gy * gy).sum(axis=2))
+    jxy = conv((gx * gy).sum(axis=2))
+    coherence = np.sqrt((jxx - jyy) ** 2 + 4 * jxy * jxy) / np.maximum(jxx + jyy, 1e-12)
+    rho = rho * (1.0 - coherence)
     steepest = cv2.dilate(grad, disc.astype(np.uint8))
     blur = contrast / np.maximum(steepest, 1e-3)
     return rho, np.minimum(blur, float(radius))

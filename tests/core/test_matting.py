@@ -149,6 +149,11 @@ def test_band_is_narrow_on_clean_edges_and_wide_on_fur(lemur):
     fur_width = mean_width(pixels, coarse)
     assert 3.0 <= clean_width <= 5.0  # out_min on both sides: 2 + 2 units
     assert fur_width > 1.8 * clean_width
+    # Structure parallel to the edge (a car's trim line just inside its outline) is not fur.
+    trim = np.abs(np.sqrt((yy - h / 2) ** 2 + (xx - w / 2) ** 2) - (0.35 * h - 2 * unit)) < 2
+    striped = clean.copy()
+    striped[trim] = (20, 20, 20)
+    assert mean_width(striped, disc) < 1.2 * clean_width
 
 
 def test_unsure_logits_widen_the_band():
