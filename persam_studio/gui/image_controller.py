@@ -69,6 +69,7 @@ class ImageController(QObject):
         self.undo_stack = QUndoStack(self)
         self.undo_stack.setUndoLimit(200)
         self._busy = False
+        self._loading = False
         self._restore: Restore | None = None
         self._ahead: list[Path] = []
 
@@ -82,19 +83,13 @@ class ImageController(QObject):
         self._ahead = list(ahead)
         self.undo_stack.clear()
         self._pending_path = path
+        self._loading = True
         self.io_lane.submit(
             load_for_display, path, slot="load", priority=HIGH,
             on_done=lambda r, p=path: self._on_loaded(p, r),
             on_error=lambda e, p=path: self._on_load_failed(p, e),
         )
         self._set_busy(True)
-
-    def close_image(self) -> None:
-        self.session = None
-        self.pixels = None
-        self.undo_stack.clear()
-        self.canvas.set_image(None)
-        self._set_busy(False)
 
     def set_engine(self, engine: Any) -> None:
         """The model is ready (or changed): (re-)encode the image on screen."""
@@ -115,6 +110,7 @@ class ImageController(QObject):
     def _on_loaded(self, path: Path, result: tuple[Any, QImage]) -> None:
         if path != self._pending_path:
             return  # the user has moved on
+        self._loading = False
         loaded, qimage = result
         size = loaded.size
         disp = display_size(size, self.display_cap)
@@ -129,6 +125,7 @@ class ImageController(QObject):
 
     def _on_load_failed(self, path: Path, exc: BaseException) -> None:
         if path == self._pending_path:
+            self._loading = False
             self._set_busy(False)
             self.canvas.set_image(None)
             self.image_failed.emit(path, str(exc))
@@ -250,9 +247,9 @@ class ImageController(QObject):
 
     def _update_busy(self) -> None:
         s = self.session
-        busy = s is None and self._restore is not None and self.pixels is None
+        busy = self._loading
         if s is not None:
-            busy = (s.embedding is None and self.engine is not None) or s.busy
+            busy = busy or (s.embedding is None and self.engine is not None) or s.busy
         self._set_busy(busy)
 
     def _set_busy(self, busy: bool) -> None:

@@ -241,3 +241,37 @@ def test_export_dialog_and_settings_dialog_give_plain_choices(qtbot, tmp_path):
     s = SettingsDialog(choice)
     qtbot.addWidget(s)
     assert s.choice() == choice
+
+
+def test_export_with_refined_edges_writes_a_soft_alpha(make_window, album_dir, qtbot, tmp_path):
+    from persam_studio.gui.backend import matting_available
+
+    if not matting_available():
+        pytest.skip("core.matting not available")
+    window = make_window()
+    window.open_paths([album_dir])
+    wait_idle(qtbot, window)
+    m = np.zeros((300, 400), np.uint8)
+    yy, xx = np.mgrid[0:300, 0:400]
+    m[(xx - 250) ** 2 + (yy - 140) ** 2 < 60**2] = 255  # the red disc of the test image
+    Image.fromarray(m).save(tmp_path / "disc.png")
+    window.albums.load_mask_file(tmp_path / "disc.png")
+    with qtbot.waitSignal(window.jobs.finished, timeout=120000) as finished:
+        window.jobs.export([0], tmp_path / "out", masks=False, cutouts=True, refine=True)
+    assert finished.args[1] == "done"
+    alpha = np.asarray(Image.open(tmp_path / "out" / "photo1_cutout.png"))[..., 3]
+    assert alpha[140, 250] == 255 and alpha[10, 10] == 0
+    assert ((alpha > 0) & (alpha < 255)).any()  # soft edge, not a hard cut
+
+
+def test_unsaveable_album_warns_once_and_keeps_working(make_window, album_dir, qtbot):
+    (album_dir / SIDECAR).write_text("a file where the sidecar folder should be")
+    window = make_window()
+    errors = []
+    window.albums.error.connect(errors.append)
+    window.open_paths([album_dir])
+    wait_idle(qtbot, window)
+    click(qtbot, window, 250, 140)
+    click(qtbot, window, 60, 40, Qt.MouseButton.RightButton)
+    assert len(errors) == 1 and "cannot save album state" in errors[0]
+    assert window.canvas.current_mask is not None and len(window.images.state.points) == 2

@@ -11,6 +11,7 @@ from PySide6.QtCore import QMimeData, QPointF, Qt, QTimer, QUrl
 from PySide6.QtGui import QDropEvent
 from PySide6.QtWidgets import QApplication
 
+from persam_studio.core.album import ImageState, Point
 from persam_studio.core.errors import Cancelled
 from tests.gui.conftest import wait_idle
 
@@ -164,3 +165,18 @@ def test_the_qt_binding_does_not_leak_references_to_none():
     for _ in range(100):
         obj.setObjectName("x")
     assert sys.getrefcount(None) >= before - 5, "this PySide6 build leaks None references"
+
+
+def test_typing_a_subject_name_does_not_trigger_single_key_shortcuts(make_window, album_dir, qtbot):
+    window = make_window()
+    window.open_paths([album_dir])
+    wait_idle(qtbot, window)
+    window.images.add_point(Point(250.0, 140.0, 1))
+    wait_idle(qtbot, window)
+    field = window.side.name
+    field.clear()
+    field.setFocus()
+    qtbot.keyClicks(field, "Rabbit")  # R = use as reference, A = accept, B = brush
+    assert field.text() == "Rabbit"  # every key reached the field
+    assert window.albums.record.state == ImageState.MASKED
+    assert window.canvas.tool == "prompt"
