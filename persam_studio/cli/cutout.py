@@ -93,6 +93,8 @@ def _background(spec: str | None, out: Path, inputs: list[Path]):
         colour = parse_colour(spec)
     except ValueError:
         raise PersamError(
-            None, f"--background {spec!r} is not a colour (#rrggbb, #rgb, r,g,b, white...), 'blur', or an existing image file"
+            None,
+            f"--background {spec!r} is not a colour (#rrggbb, #rgb, r,g,b, white...), 'blur', "
+            "or an existing image file",
         ) from None
     return colour, "#%02x%02x%02x" % colour

@@ -182,7 +182,8 @@ def _upsample_into(alpha, fg, pixels, image, solved, a_small, f_small, b_small, 
     size = (fx1 - fx0, fy1 - fy0)
     region = alpha[fy0:fy1, fx0:fx1]
     up = cv2.resize(a_small, size, interpolation=cv2.INTER_LINEAR)
-    was_solved = cv2.resize(np.ascontiguousarray(solved).view(np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(bool)
+    solved8 = np.ascontiguousarray(solved).view(np.uint8)
+    was_solved = cv2.resize(solved8, size, interpolation=cv2.INTER_NEAREST).astype(bool)
     region[was_solved] = up[was_solved] >= 0.5
     band = cv2.resize(soft.view(np.uint8), size, interpolation=cv2.INTER_NEAREST)
     ys, xs = np.nonzero(band)
@@ -216,7 +217,8 @@ def _sample(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     mx = np.zeros(rows * cols, np.float32)
     my = np.zeros(rows * cols, np.float32)
     mx[:n], my[:n] = x, y
-    out = cv2.remap(image, mx.reshape(rows, cols), my.reshape(rows, cols), cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    mx, my = mx.reshape(rows, cols), my.reshape(rows, cols)
+    out = cv2.remap(image, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     return out.reshape(rows * cols, image.shape[2])[:n]
 
 
