@@ -34,6 +34,7 @@ class MattingParams:
 
     trimap: TrimapParams = field(default_factory=TrimapParams)
     work_size: int = 800  # longest side solved at (mask unit ~3 px); larger images are downscaled
+    max_unknown: int = 120_000  # solve at a smaller size when the band holds more pixels (ragged masks)
     epsilon: float = 1e-7  # closed-form matting regulariser (pymatting's default)
     cg_rtol: float = 1e-5  # conjugate-gradient tolerance: finer changes nothing visible
     guide_radius: int = 2  # fast guided filter window radius, in work pixels
@@ -83,18 +84,17 @@ def refine_matte(
         return alpha, fg
 
     scale = min(1.0, params.work_size / max(h, w))
-    if scale < 1.0:
-        size = (max(1, round(w * scale)), max(1, round(h * scale)))
-        small = cv2.resize(pixels, size, interpolation=cv2.INTER_AREA)
-        small_mask = cv2.resize(mask.astype(np.float32), size, interpolation=cv2.INTER_AREA) >= 0.5
-        small_logits = None if logits is None else cv2.resize(logits, size, interpolation=cv2.INTER_AREA)
-    else:
-        small, small_mask, small_logits = pixels, mask, logits
-    sh, sw = small_mask.shape
-    unit = mask_unit((h, w)) * sw / w
-    check()
-    trimap = build_trimap(small, small_mask, small_logits, params.trimap, unit=unit)
-    unknown = trimap == UNKNOWN
+    for _ in range(3):
+        small, small_mask, small_logits = _downscale(pixels, mask, logits, scale)
+        sh, sw = small_mask.shape
+        check()
+        trimap = build_trimap(small, small_mask, small_logits, params.trimap, unit=mask_unit((h, w)) * sw / w)
+        unknown = trimap == UNKNOWN
+        count = int(unknown.sum())
+        if count <= params.max_unknown:
+            break
+        # The solve's cost grows with the band's pixel count: a ragged mask gets a smaller copy.
+        scale *= 0.9 * (params.max_unknown / count) ** 0.5
     if not unknown.any():
         return alpha, fg
     y0, y1, x0, x1 = _bbox(unknown, pad=2)
@@ -105,7 +105,7 @@ def refine_matte(
     f_small, b_small = _foreground(image, a_small)
     check()
 
-    if scale == 1.0:
+    if small_mask is mask:
         alpha[y0:y1, x0:x1] = a_small
         crop = fg[y0:y1, x0:x1]
         soft = a_small < 1.0
@@ -114,6 +114,18 @@ def refine_matte(
     solved = unknown[y0:y1, x0:x1]
     _upsample_into(alpha, fg, pixels, image, solved, a_small, f_small, b_small, (y0, x0), (sh, sw), params)
     return alpha, fg
+
+
+def _downscale(pixels, mask, logits, scale: float):
+    """(pixels, mask, logits) at ``scale`` (area-averaged), or as given at 1."""
+    if scale >= 1.0:
+        return pixels, mask, logits
+    h, w = mask.shape
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    small = cv2.resize(pixels, size, interpolation=cv2.INTER_AREA)
+    small_mask = cv2.resize(mask.astype(np.float32), size, interpolation=cv2.INTER_AREA) >= 0.5
+    small_logits = None if logits is None else cv2.resize(logits, size, interpolation=cv2.INTER_AREA)
+    return small, small_mask, small_logits
 
 
 def warm_up() -> None:

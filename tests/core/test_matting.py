@@ -223,3 +223,12 @@ def test_work_size_trades_little_quality_for_speed(lemur):
     alpha, fg = refine_matte(pixels, coarse, params=MattingParams(work_size=340))
     assert sad(alpha, gt) <= 1.1
     assert fg.shape == pixels.shape
+
+
+def test_ragged_mask_is_solved_on_a_smaller_copy(lemur):
+    """A band larger than max_unknown pixels is solved smaller: still a matte, still better than the mask."""
+    pixels, gt, coarse = lemur
+    alpha, fg = refine_matte(pixels, coarse, params=MattingParams(max_unknown=8000))
+    assert alpha.shape == gt.shape and fg.shape == pixels.shape
+    assert sad(alpha, gt) < 0.6 * sad(coarse, gt)
+    assert ((alpha > 0.02) & (alpha < 0.98)).sum() > 5000
