@@ -197,10 +197,10 @@ def _block(blk: Block, x: torch.Tensor, work: _Workspace, chunk_bytes: int | Non
         # padded token's qkv is the layer's bias, as a zero input gives.
         nH, nW = -(-H // ws), -(-W // ws)
         windows = work.get("windows", (B, nH, nW, ws, ws, 3 * C), y)
-        _to_windows(qkv, windows, fill=attn.qkv.bias)
+        to_windows(qkv, windows, fill=attn.qkv.bias)
         out = _attention(attn, windows.view(B * nH * nW, ws, ws, 3 * C), chunk_bytes)
         y = y.new_empty(B, H, W, C)
-        _from_windows(out.view(B, nH, nW, ws, ws, C), y)
+        from_windows(out.view(B, nH, nW, ws, ws, C), y)
     else:
         y = _attention(attn, qkv, chunk_bytes)
     x = _linear(attn.proj, y).add_(x)
@@ -213,7 +213,7 @@ def _block(blk: Block, x: torch.Tensor, work: _Workspace, chunk_bytes: int | Non
     return mlp.lin2(hidden).add_(x)
 
 
-def _window_pieces(spatial: torch.Tensor, windows: torch.Tensor):
+def window_pieces(spatial: torch.Tensor, windows: torch.Tensor):
     """Matching views of a (B, H, W, D) grid and its (B, nH, nW, ws, ws, D) windows.
 
     Yields (spatial view, window view) pairs covering the H x W image: full
@@ -234,9 +234,9 @@ def _window_pieces(spatial: torch.Tensor, windows: torch.Tensor):
         yield spatial[:, fh * ws :, fw * ws :], grid[:, fh, :rh, fw, :rw]
 
 
-def _to_windows(spatial: torch.Tensor, windows: torch.Tensor, fill: torch.Tensor | None) -> None:
+def to_windows(spatial: torch.Tensor, windows: torch.Tensor, fill: torch.Tensor | None) -> None:
     """Partition (B, H, W, D) into windows, padding bottom/right with ``fill`` (D,) or 0."""
-    for src, dst in _window_pieces(spatial, windows):
+    for src, dst in window_pieces(spatial, windows):
         dst.copy_(src)
     H, W = spatial.shape[1:3]
     ws = windows.shape[3]
@@ -249,9 +249,9 @@ def _to_windows(spatial: torch.Tensor, windows: torch.Tensor, fill: torch.Tensor
         grid[:, :, :, -1, rw:] = pad
 
 
-def _from_windows(windows: torch.Tensor, spatial: torch.Tensor) -> None:
+def from_windows(windows: torch.Tensor, spatial: torch.Tensor) -> None:
     """Un-partition (B, nH, nW, ws, ws, D) windows into (B, H, W, D), dropping padding."""
-    for dst, src in _window_pieces(spatial, windows):
+    for dst, src in window_pieces(spatial, windows):
         dst.copy_(src)
 
 

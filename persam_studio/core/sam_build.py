@@ -60,6 +60,16 @@ def register_encoder(model_type: str, factory: Callable[[], torch.nn.Module]) ->
     _ENCODER_FACTORIES[model_type] = factory
 
 
+def _mobile_sam_encoder() -> torch.nn.Module:
+    # MobileSAM's TinyViT lives in its own module, imported only when built.
+    from persam_studio.core.tinyvit import mobile_sam_encoder
+
+    return mobile_sam_encoder()
+
+
+register_encoder("vit_t", _mobile_sam_encoder)
+
+
 def model_types() -> list[str]:
     """All buildable model types (the ViT specs plus registered encoders)."""
     return list(SPECS) + [t for t in _ENCODER_FACTORIES if t not in SPECS]
