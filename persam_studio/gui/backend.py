@@ -93,7 +93,7 @@ def predict(engine: Any, embedding: Any, request: PromptRequest) -> Prediction:
         box=request.box,
         multimask_output=request.multimask_output,
     )
-    masks = np.stack([result.mask(i, request.display_size) for i in range(len(result))])
+    masks = result.masks(request.display_size)
     return Prediction.from_masks(
         result.low_res_logits, result.iou_predictions, masks, time.perf_counter() - t0
     )

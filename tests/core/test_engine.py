@@ -7,7 +7,17 @@ import pytest
 import torch
 from segment_anything import SamPredictor
 
-from persam_studio.core.engine import MaskResult, image_key
+from persam_studio.core.engine import Engine, MaskResult, image_key
+
+
+@pytest.fixture()
+def tiny_engine(tiny_sam):
+    """The engine on the stock encoder forward: its numerics must equal SamPredictor's.
+
+    (The default fast forward is checked against stock below and in
+    tests/core/test_fast_vit.py.)
+    """
+    return Engine(tiny_sam, model_key="tiny-test", fast=False)
 
 
 @pytest.fixture(scope="module")
@@ -80,3 +90,26 @@ def test_image_key_depends_on_pixels(rgb_image):
     assert image_key(rgb_image) == image_key(rgb_image.copy())
     assert image_key(rgb_image) != image_key(other)
     assert image_key(rgb_image) != image_key(rgb_image.transpose(1, 0, 2))
+
+
+def test_all_candidates_at_once_equal_one_by_one(tiny_engine, rgb_image):
+    emb = tiny_engine.encode(rgb_image)
+    res = tiny_engine.predict(emb, **PROMPTS["points"])
+    both = res.masks((150, 200))
+    assert both.shape == (3, 150, 200) and both.dtype == bool
+    for i in range(3):
+        assert np.array_equal(both[i], res.mask(i, (150, 200)))
+
+
+def test_default_fast_encoder_matches_stock(tiny_sam, stock, rgb_image):
+    engine = Engine(tiny_sam, model_key="tiny-fast")
+    assert engine.fast  # the stock ViT gets the fast forward by default
+    emb = engine.encode(rgb_image)
+    ref = stock.features[0].numpy()
+    assert np.abs(emb.features - ref).max() <= 1e-3 * np.abs(ref).max()
+    for name, prompt in PROMPTS.items():
+        res = engine.predict(emb, **prompt)
+        s_logits, _, _ = stock.predict(return_logits=True, **prompt)
+        for i in range(3):
+            a, b = res.mask(i), s_logits[i] > 0
+            assert (a & b).sum() / max((a | b).sum(), 1) >= 0.999, name
