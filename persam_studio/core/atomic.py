@@ -27,6 +27,9 @@ def atomic_path(dest: str | Path) -> Iterator[Path]:
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    # mkstemp creates 0600; give the file the mode a plain open() would
+    # (0666 less the umask) so exported masks are readable as usual.
+    os.fchmod(fd, 0o666 & ~_umask())
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -59,6 +62,12 @@ def atomic_write_bytes(dest: str | Path, data: bytes) -> None:
 def atomic_write_text(dest: str | Path, text: str) -> None:
     """Write UTF-8 ``text`` to ``dest`` atomically."""
     atomic_write_bytes(dest, text.encode("utf-8"))
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_file(path: Path) -> None:
