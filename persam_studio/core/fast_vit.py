@@ -11,9 +11,9 @@ The fast path computes exactly the same function in fewer passes:
 
 * Attention goes through ``torch.nn.functional.scaled_dot_product_attention``
   (the fused, tiled kernel: no score map in memory) with the relative-position
-  bias passed as ``attn_mask``. The bias is built chunk by chunk (a few query
-  rows of one head at a time, :data:`MASK_CHUNK_BYTES`) so it stays in cache
-  and peak memory stays small.
+  bias passed as ``attn_mask``. The bias is built chunk by chunk (on a CPU
+  one head's queries at a time, :data:`MASK_CHUNK_BYTES`), so peak memory
+  stays small.
 * The relative-position terms ``rel_h[q, kh] = q . Rh[qh - kh]`` come from one
   small matrix product of the queries with the (flipped) position tables
   followed by strided *views* (a Toeplitz pattern), instead of gathering
@@ -49,11 +49,14 @@ from segment_anything.modeling.image_encoder import (
 
 log = logging.getLogger(__name__)
 
-# Largest relative-position bias chunk built at once, per device type. On a
-# CPU a chunk that fits in the last-level cache is read back by the attention
-# kernel at cache speed; 16 MiB (1024 queries x 4096 keys of one head) measured
-# fastest on a 2-core EPYC (docs/speed.md). GPUs prefer fewer, larger calls.
-MASK_CHUNK_BYTES: dict[str, int] = {"cpu": 16 * 2**20, "default": 512 * 2**20}
+# Largest relative-position bias chunk built at once, per device type. On an
+# idle 2-core EPYC 16-32 MiB chunks (1024-2048 queries of one head) were
+# fastest, 64 MiB (one head, all 4096 queries of a global block) 2% slower
+# over the whole encoder; on a CPU shared with other busy processes fewer,
+# larger calls win clearly (each call is a parallel region that waits for a
+# descheduled thread): 64 MiB was 17% faster than 16 MiB there. Peak memory
+# grows by the chunk size. GPUs prefer fewer, larger calls.
+MASK_CHUNK_BYTES: dict[str, int] = {"cpu": 64 * 2**20, "default": 512 * 2**20}
 
 _self_check_result: bool | None = None
 
@@ -404,3 +407,8 @@ def _kernel_self_check() -> bool:
         ok = False
     _self_check_result = ok
     return ok
+
+
+def kernel_ok() -> bool:
+    """Whether this torch computes the fast forward correctly (checked once, cached)."""
+    return _kernel_self_check()
