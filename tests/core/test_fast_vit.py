@@ -82,18 +82,27 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _check_engine_equivalence(sam, image: np.ndarray, tol: float) -> None:
-    """Stock vs fast embeddings through the Engine, and the masks they give."""
-    engine = Engine(sam, model_key="fast-vit-test")
-    assert not fast_vit.is_accelerated(sam.image_encoder)
+    """Stock vs fast embeddings through the Engine, and the masks they give.
+
+    Both ways to the fast forward are checked: the engine's own (``fast=True``
+    calls ``fast_encode``) and an accelerated module under a stock engine.
+    """
+    engine = Engine(sam, model_key="fast-vit-test", fast=False)
+    assert not engine.fast and not fast_vit.is_accelerated(sam.image_encoder)
     stock = engine.encode(image)
+    fast_engine = Engine(sam, model_key="fast-vit-test")
+    assert fast_engine.fast
+    fast = fast_engine.encode(image)
     assert fast_vit.accelerate_encoder(sam.image_encoder)
     try:
-        fast = engine.encode(image)
+        accelerated = engine.encode(image)
     finally:
         fast_vit.restore_encoder(sam.image_encoder)
-    want, got = stock.features, fast.features
-    assert got.shape == want.shape == (256, 64, 64)
-    assert np.abs(got - want).max() / np.abs(want).max() < tol
+    want = stock.features
+    assert want.shape == (256, 64, 64)
+    for got in (fast.features, accelerated.features):
+        assert got.shape == want.shape
+        assert np.abs(got - want).max() / np.abs(want).max() < tol
     h, w = image.shape[:2]
     prompts = [
         dict(point_coords=np.array([[w * 0.6, h * 0.45]]), point_labels=np.array([1])),

@@ -61,6 +61,7 @@ def run(ctx: BenchContext) -> list[Row]:
             for fast in (False, True):
                 seconds, peak, out = encode(fast)
                 runs[fast].append((seconds, peak))
+                ctx.log(f"[bench] encoder: {name} {'fast' if fast else 'stock'} {seconds:.2f} s")
                 if not fast:
                     stock_out = out
     finally:
