@@ -159,3 +159,17 @@ def test_stock_path_runs_when_gradients_are_wanted():
     out = enc(x)  # parameters require grad and grad mode is on: autograd's stock graph
     out.sum().backward()
     assert enc.blocks[0].attn.rel_pos_h.grad is not None
+
+
+def test_bench_gflop_count_equals_torch_flop_counter():
+    """The bench's matmul-bound limit rests on this count (vit_b: 972 GFLOP)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from persam_studio.core.bench.encoder_bench import vit_gflop
+    from persam_studio.core.sam_build import build_sam
+
+    for enc in (_small_encoder(), _small_encoder(window=3, global_idx=(0, 2))):
+        with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+            ImageEncoderViT.forward(enc, torch.randn(1, 3, 160, 160))
+        assert vit_gflop(enc) == pytest.approx(counter.get_total_flops() / 1e9, rel=1e-12)
+    assert vit_gflop(build_sam("vit_b", meta=True).image_encoder) == pytest.approx(972.08, abs=0.01)
