@@ -109,6 +109,22 @@ class MaskResult:
     seconds: float = 0.0
     _memo: dict = field(default_factory=dict, repr=False, compare=False)
 
+    @classmethod
+    def from_decoder(
+        cls, low_res: torch.Tensor, iou: torch.Tensor, embedding: Embedding, started: float
+    ) -> MaskResult:
+        """Wrap the decoder's (1, C, 256, 256) logits and (1, C) IoU for ``embedding``.
+
+        ``started`` is the ``time.perf_counter()`` of the call's start.
+        """
+        return cls(
+            low_res_logits=low_res[0].float().cpu().numpy(),
+            iou_predictions=iou[0].float().cpu().numpy(),
+            original_size=embedding.original_size,
+            input_size=embedding.input_size,
+            seconds=time.perf_counter() - started,
+        )
+
     @property
     def best_index(self) -> int:
         """Index of the candidate with the highest predicted IoU."""
@@ -376,10 +392,4 @@ class Engine:
                 dense_prompt_embeddings=dense,
                 multimask_output=multimask_output,
             )
-        return MaskResult(
-            low_res_logits=low_res[0].float().cpu().numpy(),
-            iou_predictions=iou[0].float().cpu().numpy(),
-            original_size=embedding.original_size,
-            input_size=embedding.input_size,
-            seconds=time.perf_counter() - t0,
-        )
+        return MaskResult.from_decoder(low_res, iou, embedding, t0)

@@ -224,10 +224,4 @@ def predict_guided(
             guidance=g,
             target_embedding=e,
         )
-    return MaskResult(
-        low_res_logits=low_res[0].float().cpu().numpy(),
-        iou_predictions=iou[0].float().cpu().numpy(),
-        original_size=embedding.original_size,
-        input_size=embedding.input_size,
-        seconds=time.perf_counter() - t0,
-    )
+    return MaskResult.from_decoder(low_res, iou, embedding, t0)

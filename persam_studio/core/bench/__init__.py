@@ -181,7 +181,10 @@ def run_bench(ctx: BenchContext, sections: Sequence[str] | None = None) -> list[
                 raise
             continue
         ctx.log(f"[bench] {name} ...")
-        rows.extend(module.run(ctx))
+        section_rows = module.run(ctx)
+        # Show each section as it ends: a long run interrupted later keeps these.
+        ctx.log(format_table(section_rows))
+        rows.extend(section_rows)
     return rows
 
 
