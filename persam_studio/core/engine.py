@@ -202,8 +202,9 @@ class Engine:
         model_key: string identifying model type and weights (see
             :func:`persam_studio.core.models.model_key`); part of cache keys.
         cache: an embedding cache, or ``None`` for no caching.
-        fast: use the fast ViT encoder forward when it applies (same
-            embedding within float rounding; ``False`` runs the stock forward).
+        fast: use the fast ViT encoder and mask decoder forwards when they
+            apply (core/fast_vit.py, core/fast_decoder.py: same results within
+            float rounding); ``False`` runs the stock forwards.
 
     Thread safety: one model call at a time (an internal lock), so a GUI may
     call from a worker thread while another worker prepares the album.
@@ -212,7 +213,7 @@ class Engine:
     def __init__(
         self, sam: Sam, model_key: str, cache: EmbeddingCache | None = None, *, fast: bool = True
     ) -> None:
-        from persam_studio.core import fast_vit
+        from persam_studio.core import fast_decoder, fast_vit
 
         self.sam = sam.eval()
         self.model_key = model_key
@@ -223,11 +224,20 @@ class Engine:
         # weights stays stock. Other encoders (TinyViT) run their own forward.
         self.fast = bool(fast) and fast_vit.supports(sam.image_encoder) and fast_vit.kernel_ok()
         self._fast_encode = fast_vit.fast_encode
+        # The fast decoder forward halves the decoder's time per click and
+        # prepares what is constant per image once (see its module).
+        self._fast_decoder = (
+            fast_decoder.FastDecoder(sam.mask_decoder, sam.prompt_encoder.no_mask_embed.weight)
+            if fast and fast_decoder.supports(sam.mask_decoder)
+            else None
+        )
         self.transform = ResizeLongestSide(sam.image_encoder.img_size)
         self.encode_count = 0  # encoder runs in this process (tests, bench)
         self._lock = threading.RLock()
         self._dense_pe: torch.Tensor | None = None
-        self._features_memo: tuple[int, torch.Tensor] | None = None
+        # (features array, its tensor, its decoder state): the array itself is
+        # kept, not its id, which a later array could reuse once it is freed.
+        self._features_memo: tuple[np.ndarray, torch.Tensor, object] | None = None
 
     @property
     def device(self) -> torch.device:
@@ -308,12 +318,20 @@ class Engine:
         The last one is memoised: a burst of clicks on one image converts once.
         """
         memo = self._features_memo
-        if memo is not None and memo[0] == id(embedding.features):
+        if memo is not None and memo[0] is embedding.features:
             return memo[1]
         t = torch.from_numpy(np.ascontiguousarray(embedding.features)).float()
         t = t.to(self.device)[None]
-        self._features_memo = (id(embedding.features), t)
+        self._features_memo = (embedding.features, t, None)
         return t
+
+    def _decoder_state(self, embedding: Embedding) -> object:
+        """The fast decoder's per-image state (no mask prompt), memoised with the features."""
+        features = self.features(embedding)
+        memo = self._features_memo
+        if memo[2] is None:
+            memo = self._features_memo = (memo[0], memo[1], self._fast_decoder.prepare(features, self.dense_pe()))
+        return memo[2]
 
     def dense_pe(self) -> torch.Tensor:
         """The prompt encoder's positional encoding (1, 256, 64, 64); constant per model."""
@@ -382,14 +400,55 @@ class Engine:
         """
         t0 = time.perf_counter()
         with self._lock, torch.inference_mode():
-            sparse, dense = self.prompt_tensors(
-                embedding, point_coords, point_labels, box, mask_input
+            low_res, iou = self.decode(
+                embedding, point_coords, point_labels, box, mask_input, multimask_output
             )
-            low_res, iou = self.sam.mask_decoder(
+        return MaskResult.from_decoder(low_res, iou, embedding, t0)
+
+    def decode(
+        self,
+        embedding: Embedding,
+        point_coords: np.ndarray | None = None,
+        point_labels: np.ndarray | None = None,
+        box: np.ndarray | None = None,
+        mask_input: np.ndarray | None = None,
+        multimask_output: bool = True,
+        *,
+        guidance: torch.Tensor | None = None,
+        target_embedding: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The decoder call behind :meth:`predict`, with PerSAM's optional hooks.
+
+        Call under ``torch.inference_mode()`` and the engine's lock.
+
+        Args:
+            embedding .. multimask_output: as :meth:`predict`.
+            guidance: float (4096,) PerSAM's target-guided attention map, or None.
+            target_embedding: float (256,) PerSAM's target embedding, or None.
+
+        Returns:
+            low-res logits (1, C, 256, 256) and IoU predictions (1, C) tensors.
+        """
+        sparse, dense = self.prompt_tensors(embedding, point_coords, point_labels, box, mask_input)
+        if self._fast_decoder is not None:
+            if mask_input is None:
+                state = self._decoder_state(embedding)
+            else:
+                state = self._fast_decoder.prepare(self.features(embedding), self.dense_pe(), dense)
+            return self._fast_decoder(
+                state, sparse, multimask_output, guidance=guidance, target_embedding=target_embedding
+            )
+        if guidance is None and target_embedding is None:
+            return self.sam.mask_decoder(
                 image_embeddings=self.features(embedding),
                 image_pe=self.dense_pe(),
                 sparse_prompt_embeddings=sparse,
                 dense_prompt_embeddings=dense,
                 multimask_output=multimask_output,
             )
-        return MaskResult.from_decoder(low_res, iou, embedding, t0)
+        from persam_studio.core.guidance import decode  # the exact reference path
+
+        return decode(
+            self.sam.mask_decoder, self.features(embedding), self.dense_pe(), sparse, dense,
+            multimask_output, guidance=guidance, target_embedding=target_embedding,
+        )

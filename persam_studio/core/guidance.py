@@ -209,19 +209,14 @@ def predict_guided(
     t0 = time.perf_counter()
     # The engine's lock: one model call at a time, as Engine.predict.
     with engine._lock, torch.inference_mode():
-        sparse, dense = engine.prompt_tensors(embedding, point_coords, point_labels, box, mask_input)
         g = None if guidance is None else torch.as_tensor(
             np.asarray(guidance, dtype=np.float32).reshape(-1), device=engine.device)
         e = None if target_embedding is None else torch.as_tensor(
             np.asarray(target_embedding, dtype=np.float32).reshape(-1), device=engine.device)
-        low_res, iou = decode(
-            engine.sam.mask_decoder,
-            engine.features(embedding),
-            engine.dense_pe(),
-            sparse,
-            dense,
-            multimask_output,
-            guidance=g,
-            target_embedding=e,
+        # The engine's decoder path: its fast forward when it has one, else
+        # :func:`decode` (or the stock decoder when no hook is given).
+        low_res, iou = engine.decode(
+            embedding, point_coords, point_labels, box, mask_input, multimask_output,
+            guidance=g, target_embedding=e,
         )
     return MaskResult.from_decoder(low_res, iou, embedding, t0)
