@@ -61,9 +61,19 @@ def test_pick_chooses_a_candidate(tiny_ckpt, photo, tmp_path):
     assert not (np.array_equal(masks[0], masks[1]) and np.array_equal(masks[1], masks[2]))
 
 
+# `python -m persam_studio ...` that also says whether torchvision got imported.
+_REPORTING = """import runpy, sys
+sys.argv = ["persam-studio"] + sys.argv[1:]
+try:
+    runpy.run_module("persam_studio", run_name="__main__")
+finally:
+    print("torchvision imported:", "torchvision" in sys.modules)
+"""
+
+
 def test_second_process_uses_the_cache(tiny_ckpt, photo, tmp_path):
     env = dict(os.environ, PERSAM_CACHE_DIR=str(tmp_path / "cache"))
-    cmd = [sys.executable, "-m", "persam_studio", "segment", str(photo), "--checkpoint", str(tiny_ckpt),
+    cmd = [sys.executable, "-c", _REPORTING, "segment", str(photo), "--checkpoint", str(tiny_ckpt),
            "--box", "180,70,320,210", "-o"]
     first = subprocess.run([*cmd, str(tmp_path / "a.png")], env=env, capture_output=True, text=True)
     second = subprocess.run([*cmd, str(tmp_path / "b.png")], env=env, capture_output=True, text=True)
@@ -71,6 +81,9 @@ def test_second_process_uses_the_cache(tiny_ckpt, photo, tmp_path):
     assert "embedding encoded" in first.stdout
     assert "embedding from cache" in second.stdout
     assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
+    # Only encoding needs the resize helper that imports torchvision (1-2 s of start-up).
+    assert "torchvision imported: True" in first.stdout
+    assert "torchvision imported: False" in second.stdout
 
 
 @pytest.mark.parametrize("content", [b"", b"not an image at all", None])
