@@ -107,25 +107,33 @@ def build_sam(model_type: str, *, meta: bool = False) -> Sam:
         factory = _ENCODER_FACTORIES[model_type]
     else:
         raise ValueError(f"unknown model type {model_type!r}; known: {', '.join(model_types())}")
-    ctx = torch.device("meta") if meta else torch.device("cpu")
-    with ctx:
+    # Only the image encoder (90-630 M parameters) is built on the meta
+    # device. The prompt encoder and mask decoder (4 M) are built on the CPU
+    # even for meta=True: their constructors draw random values
+    # (torch.randn, nn.Embedding's normal_), which on the meta device go
+    # through Python decompositions that import torch._dynamo and sympy
+    # (0.8 s of every start-up), for values the checkpoint replaces anyway.
+    # (Built in the official order, so random_sam's weights per seed stay.)
+    with torch.device("meta") if meta else torch.device("cpu"):
+        image_encoder = factory()
+    with torch.device("cpu"):
+        prompt_encoder = PromptEncoder(
+            embed_dim=EMBED_DIM,
+            image_embedding_size=(EMBED_SIZE, EMBED_SIZE),
+            input_image_size=(IMAGE_SIZE, IMAGE_SIZE),
+            mask_in_chans=16,
+        )
+        mask_decoder = MaskDecoder(
+            num_multimask_outputs=3,
+            transformer=TwoWayTransformer(depth=2, embedding_dim=EMBED_DIM, mlp_dim=2048, num_heads=8),
+            transformer_dim=EMBED_DIM,
+            iou_head_depth=3,
+            iou_head_hidden_dim=256,
+        )
         sam = Sam(
-            image_encoder=factory(),
-            prompt_encoder=PromptEncoder(
-                embed_dim=EMBED_DIM,
-                image_embedding_size=(EMBED_SIZE, EMBED_SIZE),
-                input_image_size=(IMAGE_SIZE, IMAGE_SIZE),
-                mask_in_chans=16,
-            ),
-            mask_decoder=MaskDecoder(
-                num_multimask_outputs=3,
-                transformer=TwoWayTransformer(
-                    depth=2, embedding_dim=EMBED_DIM, mlp_dim=2048, num_heads=8
-                ),
-                transformer_dim=EMBED_DIM,
-                iou_head_depth=3,
-                iou_head_hidden_dim=256,
-            ),
+            image_encoder=image_encoder,
+            prompt_encoder=prompt_encoder,
+            mask_decoder=mask_decoder,
             pixel_mean=[123.675, 116.28, 103.53],
             pixel_std=[58.395, 57.12, 57.375],
         )
