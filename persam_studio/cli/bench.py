@@ -22,7 +22,7 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     )
     p.add_argument("--only", action="append", choices=list(SECTIONS), metavar="SECTION",
                    help=f"run only these sections ({', '.join(SECTIONS)}); repeatable")
-    p.add_argument("--repeats", type=int, default=20, help="clicks timed for the latency percentiles")
+    p.add_argument("--repeats", type=int, default=40, help="clicks timed for the latency percentiles")
     p.add_argument("--photo", metavar="IMAGE", help="photo to use (default: a shared sample or a synthetic one)")
     p.add_argument("--write", metavar="FILE.md", help="record the table and machine description in FILE.md")
     p.set_defaults(func=run)

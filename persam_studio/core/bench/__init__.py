@@ -141,6 +141,25 @@ def timed(fn: Callable[[], object], repeats: int = 1, warmup: int = 0) -> list[f
     return out
 
 
+def timed_interleaved(fns: Sequence[Callable[[], object]], repeats: int, warmup: int = 0) -> list[list[float]]:
+    """Wall times of ``fns`` called in turn, ``repeats`` rounds after ``warmup`` rounds.
+
+    Returns one list of seconds per function. Alternating the calls spreads
+    whatever else the machine does over all of them alike, so their ratio is
+    fair on a shared, noisy CPU.
+    """
+    for _ in range(warmup):
+        for fn in fns:
+            fn()
+    out: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, times in zip(fns, out):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+    return out
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     return float(np.percentile(np.asarray(values, dtype=float), q))
 

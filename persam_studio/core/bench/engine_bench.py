@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from persam_studio.core.bench import BenchContext, Row, peak_rss_mb, percentile, timed
+from persam_studio.core.bench import BenchContext, Row, peak_rss_mb, percentile, timed, timed_interleaved
 
 DISPLAY = (1200, 1600)  # (height, width) of a large canvas showing a 4:3 photo
 
@@ -47,16 +47,16 @@ def run(ctx: BenchContext) -> list[Row]:
         res = engine.predict(embedding, coords, labels)
         res.mask(res.best_index, DISPLAY)
 
-    ours = timed(click, repeats=ctx.repeats, warmup=2)
-
     predictor = SamPredictor(ctx.sam)
     # Same features as the engine's, so the baseline pays no second encoding.
     predictor.features = engine.features(embedding)
     predictor.original_size = embedding.original_size
     predictor.input_size = embedding.input_size
     predictor.is_image_set = True
-    stock = timed(lambda: predictor.predict(coords, labels, multimask_output=True),
-                  repeats=max(3, ctx.repeats // 2), warmup=1)
+    ours, stock = timed_interleaved(
+        [click, lambda: predictor.predict(coords, labels, multimask_output=True)],
+        repeats=ctx.repeats, warmup=2,
+    )
     for q in (50, 95):
         a, b = percentile(ours, q), percentile(stock, q)
         rows.append(Row("engine", f"click latency p{q}, 12 MP photo (decoder + {DISPLAY[1]}x{DISPLAY[0]} mask)",
