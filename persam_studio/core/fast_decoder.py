@@ -38,6 +38,8 @@ from segment_anything.modeling.common import LayerNorm2d
 from segment_anything.modeling.mask_decoder import MaskDecoder
 from segment_anything.modeling.transformer import Attention, TwoWayAttentionBlock, TwoWayTransformer
 
+from persam_studio.core.guidance import token_self_attention
+
 
 def supports(decoder: object) -> bool:
     """Whether ``decoder`` is the stock ``MaskDecoder`` layout this path reproduces."""
@@ -307,12 +309,7 @@ class FastDecoder:
                     query_pe = queries  # see guidance.two_way_forward
             first = i == 0
             # Token self-attention and MLP: the block's own modules.
-            if block.skip_first_layer_pe:
-                queries = block.self_attn(q=queries, k=queries, v=queries)
-            else:
-                q = queries + query_pe
-                queries = queries + block.self_attn(q=q, k=q, v=queries)
-            queries = block.norm1(queries)
+            queries = token_self_attention(block, queries, query_pe)
 
             a = block.cross_attn_token_to_image
             if first:  # projections prepared once per image

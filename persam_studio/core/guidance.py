@@ -65,18 +65,24 @@ def guided_attention(attn: Attention, q: torch.Tensor, k: torch.Tensor, v: torch
     return attn.out_proj(out)
 
 
+def token_self_attention(block: TwoWayAttentionBlock, queries: torch.Tensor,
+                         query_pe: torch.Tensor) -> torch.Tensor:
+    """The first step of ``TwoWayAttentionBlock.forward``: self-attention of the (B, N, C) tokens, then norm1."""
+    if block.skip_first_layer_pe:
+        queries = block.self_attn(q=queries, k=queries, v=queries)
+    else:
+        q = queries + query_pe
+        queries = queries + block.self_attn(q=q, k=q, v=queries)
+    return block.norm1(queries)
+
+
 def guided_block(block: TwoWayAttentionBlock, queries: torch.Tensor, keys: torch.Tensor,
                  query_pe: torch.Tensor, key_pe: torch.Tensor,
                  guidance: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     """``TwoWayAttentionBlock.forward`` with guidance in its token-to-image attention only."""
     if guidance is None:
         return block(queries=queries, keys=keys, query_pe=query_pe, key_pe=key_pe)
-    if block.skip_first_layer_pe:
-        queries = block.self_attn(q=queries, k=queries, v=queries)
-    else:
-        q = queries + query_pe
-        queries = queries + block.self_attn(q=q, k=q, v=queries)
-    queries = block.norm1(queries)
+    queries = token_self_attention(block, queries, query_pe)
 
     q = queries + query_pe
     k = keys + key_pe
