@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from segment_anything.modeling import Sam
 
+from persam_studio.core.geometry import to_input_frame
+
 if TYPE_CHECKING:  # pragma: no cover
     from persam_studio.core.cache import EmbeddingCache
 
@@ -193,17 +195,6 @@ def upscale_logits(
     return F.interpolate(x, tuple(size), mode="bilinear", align_corners=False)
 
 
-def input_size_for(original_size: tuple[int, int], long_side: int = 1024) -> tuple[int, int]:
-    """(h, w) of an (H, W) image resized so its long side is ``long_side``.
-
-    SAM's rule (``ResizeLongestSide.get_preprocess_shape``): scale both sides,
-    round half up.
-    """
-    h, w = original_size
-    scale = long_side * 1.0 / max(h, w)
-    return int(h * scale + 0.5), int(w * scale + 0.5)
-
-
 class Engine:
     """SAM behind a cache: ``encode`` once per image, ``predict`` per prompt.
 
@@ -265,23 +256,6 @@ class Engine:
 
             self._transform = ResizeLongestSide(self.sam.image_encoder.img_size)
         return self._transform
-
-    def to_input_frame(self, xy: np.ndarray, original_size: tuple[int, int]) -> np.ndarray:
-        """Pixel coordinates of the oriented image -> the model's resized input frame.
-
-        Args:
-            xy: float (..., 2) X (column), Y (row) pairs in original pixels.
-            original_size: (H, W) of the oriented image.
-
-        Returns:
-            float64 (..., 2), as ``ResizeLongestSide.apply_coords``.
-        """
-        h, w = original_size
-        new_h, new_w = input_size_for(original_size, self.sam.image_encoder.img_size)
-        out = np.array(xy, dtype=float)
-        out[..., 0] *= new_w / w
-        out[..., 1] *= new_h / h
-        return out
 
     # -- encoding -----------------------------------------------------------
 
@@ -400,14 +374,15 @@ class Engine:
         if point_coords is not None and len(point_coords):
             if point_labels is None or len(point_labels) != len(point_coords):
                 raise ValueError("point_labels must give one label per point")
-            coords = self.to_input_frame(point_coords, size)
+            coords = to_input_frame(point_coords, size, self.sam.image_encoder.img_size)
             points = (
                 torch.as_tensor(coords, dtype=torch.float, device=self.device)[None],
                 torch.as_tensor(np.asarray(point_labels), dtype=torch.int, device=self.device)[None],
             )
         boxes = None
         if box is not None:
-            b = self.to_input_frame(np.asarray(box, dtype=float).reshape(1, 2, 2), size).reshape(1, 4)
+            b = to_input_frame(np.asarray(box, dtype=float).reshape(1, 2, 2), size,
+                               self.sam.image_encoder.img_size).reshape(1, 4)
             boxes = torch.as_tensor(b, dtype=torch.float, device=self.device)
         masks = None
         if mask_input is not None:

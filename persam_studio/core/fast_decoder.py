@@ -11,6 +11,8 @@ spends most of its CPU time on memory layout, not arithmetic:
 * The image-side projections of the first two-way block (token-to-image keys
   and values, image-to-token queries) depend only on the image: they are the
   same for every click on it.
+* The cross attentions between a few prompt tokens and 4096 image tokens
+  project every image token; the projections fold into the few tokens.
 * The two stride-2, 2x2 transposed convolutions of the output upscaling are
   each one matrix product (every input pixel makes its own 2x2 output block),
   which the generic convolution kernel does slowly.
@@ -200,7 +202,12 @@ def _attend_from_image(attn: Attention, q_in: torch.Tensor, k_in: torch.Tensor, 
 
 
 class FastDecoder:
-    """The fast forward of one ``MaskDecoder`` (its weights, read at call time).
+    """The fast forward of one ``MaskDecoder``.
+
+    The upscaling convolutions' weights are rearranged into matrices when it
+    is built, and :meth:`prepare` projects an image with the first block's
+    weights: after changing the decoder's weights, build a new one (the
+    engine builds one per model; a new model means a new engine).
 
     Args:
         decoder: a stock ``segment_anything`` ``MaskDecoder`` (see :func:`supports`).

@@ -17,7 +17,8 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from persam_studio.core.album import Stroke
-from persam_studio.gui.editing import Prediction, display_size, render_strokes, sam_input_size
+from persam_studio.core.geometry import sam_input_size
+from persam_studio.gui.editing import Prediction, display_size, render_strokes
 from persam_studio.gui.session import PromptRequest
 
 

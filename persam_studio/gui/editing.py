@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from persam_studio.core.album import Box, Point, Stroke
+from persam_studio.core.geometry import sam_input_size
 
 #: Longest side of display masks by default; the canvas may pass its own.
 DISPLAY_CAP = 2048
@@ -30,13 +31,6 @@ def display_size(original_size: tuple[int, int], cap: int = DISPLAY_CAP) -> tupl
     h, w = original_size
     scale = min(1.0, cap / max(h, w))
     return max(1, int(round(h * scale))), max(1, int(round(w * scale)))
-
-
-def sam_input_size(original_size: tuple[int, int], long_side: int = 1024) -> tuple[int, int]:
-    """(h, w) SAM resizes an image to before padding (ResizeLongestSide)."""
-    h, w = original_size
-    scale = long_side / max(h, w)
-    return int(h * scale + 0.5), int(w * scale + 0.5)
 
 
 def logits_to_mask(

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from persam_studio.core.album import Box, Point, Stroke
+from persam_studio.core.geometry import sam_input_size
 from persam_studio.gui.editing import (
     Bitmap,
     EditState,
@@ -13,7 +14,6 @@ from persam_studio.gui.editing import (
     display_size,
     logits_to_mask,
     render_strokes,
-    sam_input_size,
 )
 
 
@@ -21,13 +21,6 @@ def test_display_size_caps_the_long_side_and_never_upscales():
     assert display_size((3000, 4000), 2048) == (1536, 2048)
     assert display_size((300, 400), 2048) == (300, 400)
     assert display_size((10000, 10), 1000) == (1000, 1)
-
-
-def test_sam_input_size_matches_segment_anything():
-    from segment_anything.utils.transforms import ResizeLongestSide
-
-    for size in [(300, 400), (3000, 4000), (1000, 333), (7, 1024)]:
-        assert sam_input_size(size) == ResizeLongestSide.get_preprocess_shape(*size, 1024)
 
 
 def _prediction(c: int = 3, size=(30, 40)) -> Prediction:

@@ -1,0 +1,42 @@
+"""SAM's input frame: where an image and its prompts land in the 1024-pixel model input.
+
+SAM resizes every image so its long side is 1024 (``ResizeLongestSide``),
+then pads it to 1024 x 1024. These helpers reproduce that mapping with numpy
+alone, so neither the GUI's display code nor a process that only decodes
+cached embeddings has to import torch or torchvision for it. Tests compare
+them with ``segment_anything``'s own ``ResizeLongestSide``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def sam_input_size(original_size: tuple[int, int], long_side: int = 1024) -> tuple[int, int]:
+    """(h, w) of an (H, W) image resized so its long side is ``long_side``.
+
+    SAM's rule (``ResizeLongestSide.get_preprocess_shape``): scale both sides,
+    round half up.
+    """
+    h, w = original_size
+    scale = long_side * 1.0 / max(h, w)
+    return int(h * scale + 0.5), int(w * scale + 0.5)
+
+
+def to_input_frame(xy: np.ndarray, original_size: tuple[int, int], long_side: int = 1024) -> np.ndarray:
+    """Pixel coordinates of the oriented image -> the model's resized input frame.
+
+    Args:
+        xy: float (..., 2) X (column), Y (row) pairs in original pixels; a
+            box XYXY is two such pairs.
+        original_size: (H, W) of the oriented image.
+
+    Returns:
+        float64 (..., 2), as ``ResizeLongestSide.apply_coords``.
+    """
+    h, w = original_size
+    new_h, new_w = sam_input_size(original_size, long_side)
+    out = np.array(xy, dtype=float)
+    out[..., 0] *= new_w / w
+    out[..., 1] *= new_h / h
+    return out
