@@ -35,7 +35,7 @@ def _isolated_dirs(tmp_path_factory, monkeypatch):
 @pytest.fixture(scope="session")
 def tiny_sam():
     """A test-sized SAM (tiny ViT encoder, official decoder), random weights."""
-    from persam_studio.core.sam_build import random_sam
+    from persam_studio.core.models.sam_build import random_sam
 
     return random_sam("tiny", seed=0)
 
@@ -43,7 +43,7 @@ def tiny_sam():
 @pytest.fixture()
 def tiny_engine(tiny_sam):
     """An Engine over the tiny SAM with no cache."""
-    from persam_studio.core.engine import Engine
+    from persam_studio.core.segment.engine import Engine
 
     return Engine(tiny_sam, model_key="tiny-test")
 

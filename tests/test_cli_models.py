@@ -9,13 +9,14 @@ import pytest
 
 from persam_studio import cli
 from persam_studio.core import models
+from persam_studio.core.models import registry
 from tests.core.test_models import PAYLOAD, closed_port_url, server  # noqa: F401  (fixture)
 
 
 @pytest.fixture()
 def no_repo_checkpoints(tmp_path, monkeypatch):
     """Search only tmp folders: never the developer's real checkpoints/."""
-    monkeypatch.setattr(models, "_source_checkpoints_dir", lambda: None)
+    monkeypatch.setattr(registry, "source_checkpoints_dir", lambda: None)
     monkeypatch.chdir(tmp_path)
 
 

@@ -13,8 +13,8 @@ import torch
 from PIL import Image
 
 from persam_studio.cli import main
-from persam_studio.core.cache import EmbeddingCache
-from persam_studio.core.engine import Engine
+from persam_studio.core.segment.cache import EmbeddingCache
+from persam_studio.core.segment.engine import Engine
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +130,7 @@ def test_never_overwrites_the_input(tiny_ckpt, photo, capsys):
 
 
 def test_exif_rotated_photo_mask_has_displayed_size(tiny_ckpt, tmp_path, rgb_image, tiny_sam):
-    from persam_studio.core.imageio import load_image
+    from persam_studio.core.io.imageio import load_image
 
     # Stored 400x300 (landscape) with Orientation 6: displayed 300x400 (portrait).
     path = tmp_path / "rotated.jpg"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 
 def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    from persam_studio.core.bench import SECTIONS
+    from persam_studio.bench import SECTIONS
 
     p = sub.add_parser(
         "bench",
@@ -29,8 +29,8 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from persam_studio.core.bench import BenchContext, format_table, run_bench, write_markdown
-    from persam_studio.core.imageio import load_image  # noqa: F401  (fail early if broken)
+    from persam_studio.bench import BenchContext, format_table, run_bench, write_markdown
+    from persam_studio.core.io.imageio import load_image  # noqa: F401  (fail early if broken)
 
     ctx = BenchContext(
         checkpoint=Path(args.checkpoint) if args.checkpoint else None,

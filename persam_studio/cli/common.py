@@ -52,13 +52,13 @@ class ProgressBar:
 
 
 def open_engine(args: argparse.Namespace):
-    """Build the :class:`~persam_studio.core.engine.Engine` the common options ask for.
+    """Build the :class:`~persam_studio.core.segment.engine.Engine` the common options ask for.
 
     Raises:
         CheckpointError: no checkpoint found, or the file is not a SAM model.
     """
-    from persam_studio.core.cache import EmbeddingCache, default_cache_dir
-    from persam_studio.core.engine import Engine
+    from persam_studio.core.segment.cache import EmbeddingCache, default_cache_dir
+    from persam_studio.core.segment.engine import Engine
     from persam_studio.core.models import load_model, require_checkpoint
 
     path = require_checkpoint(getattr(args, "checkpoint", None), getattr(args, "model", None))

@@ -32,10 +32,10 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from persam_studio.core.composite import composite, cutout_rgba
+    from persam_studio.core.edges.composite import composite, cutout_rgba
     from persam_studio.core.errors import OutputError
-    from persam_studio.core.export import save_cutout_png, save_image
-    from persam_studio.core.imageio import load_image, load_mask
+    from persam_studio.core.io.export import save_cutout_png, save_image
+    from persam_studio.core.io.imageio import load_image, load_mask
 
     out = Path(args.output)
     if out.suffix.lower() not in OUTPUT_SUFFIXES:  # before any work
@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     if args.refine:
-        from persam_studio.core.matting import refine_alpha
+        from persam_studio.core.edges.matting import refine_alpha
 
         alpha, colours = refine_alpha(image.pixels, mask)
         how = f"refined edges in {time.perf_counter() - t0:.1f}s"
@@ -75,9 +75,9 @@ def _background(spec: str | None, out: Path, inputs: list[Path]):
     An existing file wins over a colour name; JPEG output without a
     background gets white.
     """
-    from persam_studio.core.composite import BLUR, parse_colour
+    from persam_studio.core.edges.composite import BLUR, parse_colour
     from persam_studio.core.errors import PersamError
-    from persam_studio.core.imageio import load_image
+    from persam_studio.core.io.imageio import load_image
 
     if spec is None:
         if out.suffix.lower() in JPEG_SUFFIXES:

@@ -21,9 +21,9 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
 
 def run(args: argparse.Namespace) -> int:
     from persam_studio.cli.common import ProgressBar, open_engine
-    from persam_studio.core.engine import image_key
+    from persam_studio.core.types import image_key
     from persam_studio.core.errors import PersamError
-    from persam_studio.core.imageio import list_images, load_image
+    from persam_studio.core.io.imageio import list_images, load_image
 
     paths = list_images(args.inputs, recursive=args.recursive)
     engine = open_engine(args)

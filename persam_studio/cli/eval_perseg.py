@@ -94,10 +94,10 @@ def _objects(data: Path, parser: argparse.ArgumentParser, only: str | None, limi
 
 def run(args: argparse.Namespace) -> int:
     from persam_studio.cli.common import ProgressBar, open_engine
-    from persam_studio.core.atomic import atomic_write_text
+    from persam_studio.core.io.atomic import atomic_write_text
     from persam_studio.core.errors import PersamError
-    from persam_studio.core.imageio import list_images, load_image, load_mask
-    from persam_studio.core.persam import fit_target, segment
+    from persam_studio.core.io.imageio import list_images, load_image, load_mask
+    from persam_studio.core.personalize.persam import fit_target, segment
 
     data = Path(args.data_dir)
     names = _objects(data, args._parser, args.objects, args.limit)

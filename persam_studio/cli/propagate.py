@@ -119,7 +119,7 @@ def _read_report(path: Path) -> dict[tuple[str, str], dict[str, str]]:
 
 
 def _write_report(path: Path, rows: list[dict[str, str]]) -> None:
-    from persam_studio.core.atomic import atomic_write_text
+    from persam_studio.core.io.atomic import atomic_write_text
 
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
@@ -148,9 +148,9 @@ def _inside(path: Path, folder: Path) -> bool:
 def run(args: argparse.Namespace) -> int:
     from persam_studio.cli.common import ProgressBar, open_engine
     from persam_studio.core.errors import PersamError
-    from persam_studio.core.imageio import list_images, load_image, load_mask
-    from persam_studio.core.persam import fit_target
-    from persam_studio.core.propagate import DOUBTFUL_BELOW, is_doubtful, propagate
+    from persam_studio.core.io.imageio import list_images, load_image, load_mask
+    from persam_studio.core.personalize.persam import fit_target
+    from persam_studio.core.personalize.propagate import DOUBTFUL_BELOW, is_doubtful, propagate
 
     parser = args._parser
     specs = _targets(parser, args.ref_items)
@@ -236,7 +236,7 @@ def run(args: argparse.Namespace) -> int:
                     _write_cutout(cut_path, item.pixels, mask, logits, args.refine, paths)
                 if not mask_path.exists():
                     # The mask last: its presence means this image is done.
-                    from persam_studio.core.export import save_mask_png
+                    from persam_studio.core.io.export import save_mask_png
 
                     save_mask_png(mask_path, mask, inputs=paths)
             except PersamError as exc:
@@ -255,10 +255,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _write_cutout(path: Path, pixels, mask, logits, refine: bool, inputs: list[Path]) -> None:
-    from persam_studio.core.export import save_cutout_png
+    from persam_studio.core.io.export import save_cutout_png
 
     if refine:
-        from persam_studio.core.matting import refine_alpha
+        from persam_studio.core.edges.matting import refine_alpha
 
         alpha, colours = refine_alpha(pixels, mask, logits)
         save_cutout_png(path, colours, alpha, inputs=inputs)

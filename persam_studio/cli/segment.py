@@ -62,8 +62,8 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
 
 def run(args: argparse.Namespace) -> int:
     from persam_studio.cli.common import open_engine
-    from persam_studio.core.export import save_cutout_png, save_mask_png
-    from persam_studio.core.imageio import load_image
+    from persam_studio.core.io.export import save_cutout_png, save_mask_png
+    from persam_studio.core.io.imageio import load_image
 
     if not args.point and args.box is None:
         args._parser.error("give at least one --point or a --box")
@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     save_mask_png(args.output, mask, inputs=inputs)
     if args.cutout:
         if args.refine:
-            from persam_studio.core.matting import refine_alpha
+            from persam_studio.core.edges.matting import refine_alpha
 
             alpha, colours = refine_alpha(image.pixels, mask, logits)
             save_cutout_png(args.cutout, colours, alpha, inputs=inputs)

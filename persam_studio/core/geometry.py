@@ -9,6 +9,8 @@ them with ``segment_anything``'s own ``ResizeLongestSide``.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 
@@ -40,3 +42,30 @@ def to_input_frame(xy: np.ndarray, original_size: tuple[int, int], long_side: in
     out[..., 0] *= new_w / w
     out[..., 1] *= new_h / h
     return out
+
+
+def upscale_logits(low_res: Any, input_size: tuple[int, int], size: tuple[int, int]) -> Any:
+    """SAM's mask post-processing, from the 1/4-scale padded input frame to any size.
+
+    Args:
+        low_res: float (B, C, 256, 256) logits in the padded input frame, a
+            numpy array or a torch tensor.
+        input_size: (h, w) of the unpadded resized input.
+        size: (height, width) wanted; at the original image size this is
+            exactly ``Sam.postprocess_masks``.
+
+    Returns:
+        float32 (B, C, height, width) logits, of the same kind as ``low_res``
+        (numpy in, numpy out).
+    """
+    # torch's bilinear resize is what SAM uses; imported here so that the
+    # numpy-only users of this module (the GUI) never load torch for it.
+    import torch
+    import torch.nn.functional as F
+
+    as_numpy = isinstance(low_res, np.ndarray)
+    x = torch.from_numpy(np.ascontiguousarray(low_res, dtype=np.float32)) if as_numpy else low_res
+    x = F.interpolate(x, (1024, 1024), mode="bilinear", align_corners=False)
+    x = x[..., : input_size[0], : input_size[1]]
+    x = F.interpolate(x, tuple(size), mode="bilinear", align_corners=False)
+    return x.numpy() if as_numpy else x

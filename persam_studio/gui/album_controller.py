@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 from PySide6.QtCore import QObject, Signal
 
-from persam_studio.core.album import Album, ImageRecord, ImageState
+from persam_studio.core.io.album import Album, ImageRecord, ImageState
 from persam_studio.core.errors import PersamError
 from persam_studio.gui import persist
 from persam_studio.gui.album_panel import THUMB, AlbumPanel
@@ -61,7 +61,7 @@ class AlbumController(QObject):
 
     def open(self, inputs: Sequence[str | Path]) -> bool:
         """Open a folder or images; restores the saved state. False if nothing to show."""
-        from persam_studio.core.imageio import list_images
+        from persam_studio.core.io.imageio import list_images
 
         try:
             paths = list_images(list(inputs))
@@ -151,7 +151,7 @@ class AlbumController(QObject):
 
     def load_mask_file(self, path: Path) -> None:
         """Use a mask file as the current image's mask (undoable)."""
-        from persam_studio.core.imageio import load_mask
+        from persam_studio.core.io.imageio import load_mask
 
         session = self.images.session
         if session is None:

@@ -12,7 +12,7 @@ from PySide6.QtCore import QRect, QSize, Qt, Signal
 from PySide6.QtGui import QColor, QIcon, QImage, QPainter, QPen, QPixmap
 from PySide6.QtWidgets import QAbstractItemView, QListWidget, QListWidgetItem, QStyledItemDelegate
 
-from persam_studio.core.album import ImageState
+from persam_studio.core.io.album import ImageState
 from persam_studio.gui.canvas import MASK_COLOR
 from persam_studio.gui.convert import tint_thumbnail
 

@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from persam_studio.core.album import Stroke
+from persam_studio.core.io.album import Stroke
 from persam_studio.core.geometry import sam_input_size
 from persam_studio.gui.editing import Prediction, display_size, render_strokes
 from persam_studio.gui.session import PromptRequest
@@ -54,8 +54,8 @@ def open_engine(choice: ModelChoice) -> tuple[Any, EngineInfo]:
     Raises:
         CheckpointError: no checkpoint, or not a SAM checkpoint.
     """
-    from persam_studio.core.cache import EmbeddingCache, default_cache_dir
-    from persam_studio.core.engine import Engine
+    from persam_studio.core.segment.cache import EmbeddingCache, default_cache_dir
+    from persam_studio.core.segment.engine import Engine
     from persam_studio.core.models import load_model, require_checkpoint
 
     path = require_checkpoint(choice.checkpoint or None, choice.model_type or None)
@@ -67,7 +67,7 @@ def open_engine(choice: ModelChoice) -> tuple[Any, EngineInfo]:
 
 def load_pixels(path: Path) -> Any:
     """Decode an image (EXIF-oriented RGB); returns a ``LoadedImage``."""
-    from persam_studio.core.imageio import load_image
+    from persam_studio.core.io.imageio import load_image
 
     return load_image(path)
 
@@ -118,7 +118,7 @@ def full_size_mask(
         bool (H, W). Upsampled once, here, never on a click.
     """
     if logits is not None:
-        from persam_studio.core.engine import MaskResult
+        from persam_studio.core.types import MaskResult
 
         result = MaskResult(
             low_res_logits=np.asarray(logits, np.float32).reshape(1, 256, 256),
@@ -194,9 +194,9 @@ def fit_targets(
     engine: Any, references: Sequence[ReferenceSpec], method: str, should_cancel: Callable[[], bool]
 ) -> list[Any]:
     """One Target per reference name (references sharing a name are averaged)."""
-    from persam_studio.core.album import read_mask_png
+    from persam_studio.core.io.album import read_mask_png
     from persam_studio.core.errors import MaskError
-    from persam_studio.core.persam import fit_target
+    from persam_studio.core.personalize.persam import fit_target
 
     by_name: dict[str, list[tuple[Any, np.ndarray]]] = {}
     for ref in references:
@@ -222,7 +222,7 @@ def propagate_steps(
     """Fit the targets, then segment every image; one item per image."""
     yield Step(0, len(paths), note="fitting")
     targets = fit_targets(engine, references, method, should_cancel)
-    from persam_studio.core.propagate import propagate
+    from persam_studio.core.personalize.propagate import propagate
 
     for item in propagate(engine, targets, list(paths), should_cancel=should_cancel):
         yield _propagated(item, display_cap)
@@ -270,7 +270,7 @@ class ExportItem:
 
 
 def matting_available() -> bool:
-    return importlib.util.find_spec("persam_studio.core.matting") is not None
+    return importlib.util.find_spec("persam_studio.core.edges.matting") is not None
 
 
 def export_steps(
@@ -288,9 +288,9 @@ def export_steps(
     """
     import os
 
-    from persam_studio.core.album import read_mask_png
+    from persam_studio.core.io.album import read_mask_png
     from persam_studio.core.errors import OutputError, PersamError
-    from persam_studio.core.export import save_cutout_png, save_mask_png
+    from persam_studio.core.io.export import save_cutout_png, save_mask_png
 
     guard = {os.path.normcase(os.path.realpath(p)) for p in protected}
     total = len(items)
@@ -314,7 +314,7 @@ def export_steps(
                 else:
                     pixels, alpha = loaded.pixels, mask
                     if refine and matting_available():
-                        from persam_studio.core.matting import refine_alpha
+                        from persam_studio.core.edges.matting import refine_alpha
 
                         alpha, pixels = refine_alpha(loaded.pixels, mask)
                     save_cutout_png(out, pixels, alpha, inputs=(item.image,))

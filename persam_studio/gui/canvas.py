@@ -26,7 +26,8 @@ from PySide6.QtWidgets import (
     QGraphicsView,
 )
 
-from persam_studio.core.album import Box, Point, Stroke
+from persam_studio.core.io.album import Stroke
+from persam_studio.core.types import Box, Point
 from persam_studio.gui.convert import mask_to_qimage, outline_path
 
 PROMPT, BRUSH, ERASER = "prompt", "brush", "eraser"

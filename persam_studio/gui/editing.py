@@ -19,7 +19,8 @@ from dataclasses import dataclass, replace
 import cv2
 import numpy as np
 
-from persam_studio.core.album import Box, Point, Stroke
+from persam_studio.core.io.album import Stroke
+from persam_studio.core.types import Box, Point
 from persam_studio.core.geometry import sam_input_size
 
 #: Longest side of display masks by default; the canvas may pass its own.

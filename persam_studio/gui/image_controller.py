@@ -16,7 +16,8 @@ from typing import Any, Callable
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QImage, QUndoCommand, QUndoStack
 
-from persam_studio.core.album import Box, Point, Stroke
+from persam_studio.core.io.album import Stroke
+from persam_studio.core.types import Box, Point
 from persam_studio.gui import backend
 from persam_studio.gui.canvas import Canvas
 from persam_studio.gui.convert import rgb_to_qimage

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
 
-from persam_studio.core.album import ImageState, write_mask_png
+from persam_studio.core.io.album import ImageState, write_mask_png
 from persam_studio.gui import backend
 from persam_studio.gui.album_controller import AlbumController
 from persam_studio.gui.backend import ExportItem, Propagated, ReferenceSpec

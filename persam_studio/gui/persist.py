@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from persam_studio.core.album import Album, ImageRecord, ImageState
+from persam_studio.core.io.album import Album, ImageRecord, ImageState
 from persam_studio.gui.editing import Bitmap, EditState, Prediction, logits_to_mask
 
 

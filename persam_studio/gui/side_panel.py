@@ -18,7 +18,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from persam_studio.core.album import ImageState
+from persam_studio.core.io.album import ImageState
 from persam_studio.gui.album_panel import STATE_COLORS, STATE_LABELS
 
 METHODS = (("PerSAM (training-free)", "persam"), ("PerSAM-F (fits 2 weights, better on parts)", "persam_f"))

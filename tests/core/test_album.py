@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from persam_studio.core.album import (
+from persam_studio.core.io.album import (
     ALBUM_FILE,
     SIDECAR,
     Album,
@@ -125,7 +125,7 @@ def test_root_is_the_common_folder_of_chosen_files(tmp_path):
 
 
 def test_sidecar_is_hidden_from_image_listing(photos):
-    from persam_studio.core.imageio import list_images
+    from persam_studio.core.io.imageio import list_images
 
     folder, paths = photos
     album = Album.open(paths, root=folder)

@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from persam_studio.core.atomic import atomic_open, atomic_write_bytes
+from persam_studio.core.io.atomic import atomic_open, atomic_write_bytes
 
 
 def test_written_file_has_ordinary_permissions(tmp_path):

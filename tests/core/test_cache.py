@@ -16,13 +16,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from persam_studio.core.cache import (
+from persam_studio.core.segment.cache import (
     EmbeddingCache,
     default_cache_dir,
     encode_entry,
     entry_name,
 )
-from persam_studio.core.engine import Embedding, Engine, cache_key, image_key
+from persam_studio.core.segment.engine import Engine
+from persam_studio.core.types import Embedding, cache_key, image_key
 from tests.conftest import shared_data
 
 MODEL_KEY = "tiny-test"
@@ -47,7 +48,7 @@ def entry_file(directory: Path, key: str) -> Path:
 
 def load_rgb(path: Path) -> np.ndarray:
     try:
-        from persam_studio.core.imageio import load_image
+        from persam_studio.core.io.imageio import load_image
     except ImportError:  # imageio is written in parallel; same pixels for a JPEG without EXIF
         from PIL import Image, ImageOps
 
@@ -421,7 +422,7 @@ def _hammer(directory: str, worker: int, seconds: float, barrier, results) -> No
     """One process: random puts and gets of a few shared keys for ``seconds``."""
     cache = EmbeddingCache(directory, memory_bytes=0, disk_bytes=3 * 2_200_000)
     drops = _DropCounter()  # with atomic writes no reader ever sees a partial file
-    logger = logging.getLogger("persam_studio.core.cache")
+    logger = logging.getLogger("persam_studio.core.segment.cache")
     logger.addHandler(drops)
     logger.setLevel(logging.INFO)
     rng = np.random.default_rng(worker)

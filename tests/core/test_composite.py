@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from persam_studio.core.composite import blurred_background, composite, cover, cutout_rgba, parse_colour
+from persam_studio.core.edges.composite import blurred_background, composite, cover, cutout_rgba, parse_colour
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,8 @@ import pytest
 import torch
 from segment_anything import SamPredictor
 
-from persam_studio.core.engine import Engine, MaskResult, image_key
+from persam_studio.core.segment.engine import Engine
+from persam_studio.core.types import MaskResult, image_key
 
 
 @pytest.fixture()

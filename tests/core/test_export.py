@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from persam_studio.core.errors import OutputError
-from persam_studio.core.export import save_cutout_png, save_image, save_mask_png
-from persam_studio.core.imageio import load_image, load_mask
+from persam_studio.core.io.export import save_cutout_png, save_image, save_mask_png
+from persam_studio.core.io.imageio import load_image, load_mask
 
 
 @pytest.fixture()

@@ -7,9 +7,10 @@ import pytest
 import torch
 from segment_anything import SamPredictor
 
-from persam_studio.core import fast_decoder
-from persam_studio.core.engine import Embedding, Engine
-from persam_studio.core.guidance import decode
+from persam_studio.core.models import fast_decoder
+from persam_studio.core.segment.engine import Engine
+from persam_studio.core.types import Embedding
+from persam_studio.core.models.guided_decoder import decode
 
 # Decoder logits of the random test models are O(0.1..1); float32 rounding in
 # a different summation order moves them by ~1e-7.

@@ -10,9 +10,9 @@ import torch
 from segment_anything.modeling import ImageEncoderViT
 from segment_anything.modeling.image_encoder import get_rel_pos
 
-from persam_studio.core import fast_vit
-from persam_studio.core.engine import Engine
-from persam_studio.core.sam_build import random_sam
+from persam_studio.core.models import fast_vit
+from persam_studio.core.segment.engine import Engine
+from persam_studio.core.models.sam_build import random_sam
 
 
 def _sharpen(encoder: torch.nn.Module, seed: int = 0) -> None:
@@ -165,8 +165,8 @@ def test_bench_gflop_count_equals_torch_flop_counter():
     """The bench's matmul-bound limit rests on this count (vit_b: 972 GFLOP)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from persam_studio.core.bench.encoder_bench import vit_gflop
-    from persam_studio.core.sam_build import build_sam
+    from persam_studio.bench.encoder_bench import vit_gflop
+    from persam_studio.core.models.sam_build import build_sam
 
     for enc in (_small_encoder(), _small_encoder(window=3, global_idx=(0, 2))):
         with torch.inference_mode(), FlopCounterMode(display=False) as counter:

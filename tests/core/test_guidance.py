@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from persam_studio.core.engine import Embedding
-from persam_studio.core.guidance import decode, guided_block, predict_guided, two_way_forward
+from persam_studio.core.types import Embedding, Point, Prompt
+from persam_studio.core.models.guided_decoder import decode, guided_block, two_way_forward
 
 
 @pytest.fixture(scope="module")
@@ -196,24 +196,26 @@ def test_both_hooks_through_decode(decoder, inputs):
     assert torch.equal(after[0], plain[0])  # nothing patched: the stock decoder is untouched
 
 
-def test_predict_guided_equals_engine_predict_and_is_thread_safe(tiny_engine):
+def test_prompt_equals_loose_arguments_and_guided_predict_is_thread_safe(tiny_engine):
     rng = np.random.default_rng(0)
     emb = Embedding(rng.standard_normal((256, 64, 64)).astype(np.float32), (300, 400), (768, 1024), "k", "tiny-test")
     coords, labels = np.array([[120.0, 80.0], [300.0, 250.0]]), np.array([1, 0])
     stock = tiny_engine.predict(emb, coords, labels, multimask_output=True)
-    ours = predict_guided(tiny_engine, emb, coords, labels, multimask_output=True)
+    # One Prompt value (as the canvas sends) gives what SAM's loose arguments give.
+    prompt = Prompt(points=(Point(120.0, 80.0, 1), Point(300.0, 250.0, 0)))
+    ours = tiny_engine.predict(emb, prompt, multimask_output=True)
     np.testing.assert_array_equal(ours.low_res_logits, stock.low_res_logits)
     np.testing.assert_array_equal(ours.iou_predictions, stock.iou_predictions)
 
     g = _g().numpy()
     e = _e().numpy()
-    want = predict_guided(tiny_engine, emb, coords, labels, guidance=g, target_embedding=e).low_res_logits
+    want = tiny_engine.predict(emb, coords, labels, guidance=g, target_embedding=e).low_res_logits
     out: dict[str, np.ndarray] = {}
 
     def worker(kind: str) -> None:
         for _ in range(2):
             if kind == "hooked":
-                out[kind] = predict_guided(tiny_engine, emb, coords, labels, guidance=g, target_embedding=e).low_res_logits
+                out[kind] = tiny_engine.predict(emb, coords, labels, guidance=g, target_embedding=e).low_res_logits
             else:
                 out[kind] = tiny_engine.predict(emb, coords, labels, multimask_output=False).low_res_logits
 

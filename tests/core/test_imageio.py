@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from persam_studio.core.errors import ImageReadError, MaskError
-from persam_studio.core.imageio import MAX_PIXELS, list_images, load_image, load_mask
+from persam_studio.core.io.imageio import MAX_PIXELS, list_images, load_image, load_mask
 from tests.conftest import shared_data
 
 ORIENTATION = 0x0112
@@ -339,7 +339,7 @@ def test_50_megapixel_photo_loads(tmp_path):
 def test_large_images_decode_in_strips_without_seams(tmp_path, monkeypatch, mode):
     """Big images are converted a few rows at a time; shrink the strip so a
     small image takes that path, with a row count that does not divide."""
-    import persam_studio.core.imageio as imageio
+    import persam_studio.core.io.imageio as imageio
 
     monkeypatch.setattr(imageio, "_STRIP_PIXELS", 64 * 5)
     raw = pattern(h=47)

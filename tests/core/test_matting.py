@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 
 from persam_studio.core.errors import Cancelled
-from persam_studio.core.matting import MattingParams, refine_alpha, refine_matte
-from persam_studio.core.trimap import UNKNOWN, build_trimap, mask_unit
+from persam_studio.core.edges.matting import MattingParams, refine_alpha, refine_matte
+from persam_studio.core.edges.trimap import UNKNOWN, build_trimap, mask_unit
 from tests.conftest import shared_data
 
 
@@ -85,7 +85,7 @@ def test_cutout_on_white_shows_no_green_halo(lemur, lemur_refined):
     assert naive > 15  # the original colours carry the green ...
     assert ours < 0.25 * naive  # ... the estimated foreground does not
     # On an actual composite over white, the naive edge shows a green fringe; ours does not.
-    from persam_studio.core.composite import composite
+    from persam_studio.core.edges.composite import composite
 
     def tint(rgb: np.ndarray) -> float:
         c = rgb[soft].astype(np.float64)

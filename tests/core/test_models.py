@@ -16,8 +16,10 @@ import numpy as np
 import pytest
 import torch
 
-from persam_studio.core import models, sam_build
-from persam_studio.core.engine import Engine
+from persam_studio.core import models
+from persam_studio.core.models import registry
+from persam_studio.core.models import sam_build
+from persam_studio.core.segment.engine import Engine
 from persam_studio.core.errors import Cancelled, CheckpointError, DownloadError, PersamError
 from tests.conftest import SHARED
 
@@ -244,14 +246,13 @@ def test_vit_t_loads_through_registered_encoder(tmp_path, monkeypatch):
     assert models.module_fingerprint(loaded.sam) == models.module_fingerprint(original)
 
 
-def test_vit_t_without_encoder_is_clear(tmp_path, monkeypatch):
+def test_model_type_without_encoder_is_clear(tmp_path, monkeypatch):
     monkeypatch.setitem(sam_build._ENCODER_FACTORIES, "vit_t", _FakeTinyViT)
     torch.manual_seed(0)
     path = tmp_path / "mobile_sam.pt"
     torch.save(sam_build.build_sam("vit_t").state_dict(), path)
     monkeypatch.delitem(sam_build._ENCODER_FACTORIES, "vit_t")
-    monkeypatch.setitem(models._ENCODER_MODULES, "vit_t", ("persam_studio.core.no_such_module",))
-    with pytest.raises(CheckpointError, match="vit_t checkpoints need an image encoder") as info:
+    with pytest.raises(CheckpointError, match="unknown model type 'vit_t'") as info:
         models.load_model(path)
     _one_line_naming(info.value, path)
 
@@ -303,7 +304,7 @@ def folders(tmp_path, monkeypatch):
     cwd = tmp_path / "cwd"
     for d in (source, cwd / "checkpoints", models.user_data_dir() / "checkpoints"):
         d.mkdir(parents=True)
-    monkeypatch.setattr(models, "_source_checkpoints_dir", lambda: source)
+    monkeypatch.setattr(registry, "source_checkpoints_dir", lambda: source)
     monkeypatch.chdir(cwd)
     return {"source": source, "cwd": cwd / "checkpoints", "user": models.user_data_dir() / "checkpoints",
             "tmp": tmp_path}
@@ -518,7 +519,7 @@ def test_offline_and_http_errors_are_one_line(server, tmp_path):
 def test_default_download_dir(tmp_path, monkeypatch):
     source = tmp_path / "checkpoints"
     source.mkdir()
-    monkeypatch.setattr(models, "_source_checkpoints_dir", lambda: source)
+    monkeypatch.setattr(registry, "source_checkpoints_dir", lambda: source)
     assert models.default_download_dir() == source
-    monkeypatch.setattr(models, "_source_checkpoints_dir", lambda: None)
+    monkeypatch.setattr(registry, "source_checkpoints_dir", lambda: None)
     assert models.default_download_dir() == models.user_data_dir() / "checkpoints"

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from persam_studio.core import guidance, persam
-from persam_studio.core.engine import Embedding, MaskResult, upscale_logits
+from persam_studio.core.personalize import persam
+from persam_studio.core.types import Embedding, MaskResult
+from persam_studio.core.geometry import upscale_logits
 from persam_studio.core.errors import MaskError
-from persam_studio.core.persam import PersamResult, Target
+from persam_studio.core.personalize.persam import PersamResult, Target
 
 
 def _embedding(features: np.ndarray, size=(300, 400), key="img") -> Embedding:
@@ -26,7 +27,7 @@ def _target(t: np.ndarray, mode="persam", weights=None) -> Target:
 @pytest.fixture(scope="module")
 def album(tiny_sam, rgb_image):
     """Two encoded images (the disc image and a shifted copy) and the disc's mask."""
-    from persam_studio.core.engine import Engine
+    from persam_studio.core.segment.engine import Engine
 
     engine = Engine(tiny_sam, "tiny-test")
     h, w = rgb_image.shape[:2]
@@ -142,20 +143,19 @@ class Spy:
 
     def __init__(self, monkeypatch, engine, empty_at: int | None = None):
         self.calls: list[dict] = []
-        real_predict, real_guided = engine.predict, guidance.predict_guided
+        real_predict = engine.predict
 
-        def record(kind, fn, args, kwargs):
+        def record(fn, args, kwargs):
+            # PerSAM's first, hooked call passes the guidance map; the others are stock.
+            kind = "guided" if kwargs.get("guidance") is not None else "stock"
             res = fn(*args, **kwargs)
             if empty_at is not None and len(self.calls) + 1 == empty_at:
                 res = MaskResult(np.full_like(res.low_res_logits, -50.0), res.iou_predictions,
                                  res.original_size, res.input_size)
-            if kind == "guided":
-                args = args[1:]  # (engine, embedding, ...) -> (embedding, ...) like engine.predict
             self.calls.append({"kind": kind, "args": args, "kwargs": kwargs, "result": res})
             return res
 
-        monkeypatch.setattr(engine, "predict", lambda *a, **k: record("stock", real_predict, a, k))
-        monkeypatch.setattr(guidance, "predict_guided", lambda *a, **k: record("guided", real_guided, a, k))
+        monkeypatch.setattr(engine, "predict", lambda *a, **k: record(real_predict, a, k))
 
 
 def _box_of(mask: np.ndarray) -> np.ndarray:

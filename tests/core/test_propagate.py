@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from persam_studio.core import persam
-from persam_studio.core.cache import EmbeddingCache
-from persam_studio.core.engine import Engine
+from persam_studio.core.personalize import persam
+from persam_studio.core.segment.cache import EmbeddingCache
+from persam_studio.core.segment.engine import Engine
 from persam_studio.core.errors import Cancelled
-from persam_studio.core.persam import PersamResult
-from persam_studio.core.propagate import is_doubtful, propagate
+from persam_studio.core.personalize.persam import PersamResult
+from persam_studio.core.personalize.propagate import is_doubtful, propagate
 
 
 @pytest.fixture()

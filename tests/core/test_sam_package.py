@@ -7,7 +7,7 @@ import sys
 
 SCRIPT = """
 import sys
-import persam_studio.core.engine  # registers segment_anything lazily
+import persam_studio.core.segment.engine  # registers segment_anything lazily
 from segment_anything.modeling import Sam, MaskDecoder
 assert "torchvision" not in sys.modules, "modeling alone must not import torchvision"
 import segment_anything
@@ -31,7 +31,7 @@ def test_package_init_is_deferred_until_a_name_is_used():
 def test_already_imported_package_is_left_alone():
     script = (
         "import sys, segment_anything\n"
-        "from persam_studio.core.sam_package import defer_package_init\n"
+        "from persam_studio.core.models.sam_package import defer_package_init\n"
         "first = sys.modules['segment_anything']\n"
         "assert defer_package_init() is False and sys.modules['segment_anything'] is first\n"
         "print('ok')\n"

@@ -9,9 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from persam_studio.core import models, sam_build
-from persam_studio.core.engine import Engine
-from persam_studio.core.tinyvit import TinyViT, TinyViTBlock
+from persam_studio.core import models
+from persam_studio.core.models import sam_build
+from persam_studio.core.segment.engine import Engine
+from persam_studio.core.models.tinyvit import TinyViT, TinyViTBlock
 from tests.conftest import SHARED
 
 KEYS_TSV = SHARED / "docs" / "mobilesam-image-encoder-keys.tsv"

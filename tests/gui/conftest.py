@@ -95,8 +95,8 @@ class CountingEngine:
 @pytest.fixture()
 def make_engine(tiny_sam, tmp_path):
     """Build a (counting) Engine over the tiny SAM with a cache in tmp_path."""
-    from persam_studio.core.cache import EmbeddingCache
-    from persam_studio.core.engine import Engine
+    from persam_studio.core.segment.cache import EmbeddingCache
+    from persam_studio.core.segment.engine import Engine
 
     def make(hold_after: int | None = None) -> CountingEngine:
         return CountingEngine(Engine(tiny_sam, "tiny-test", EmbeddingCache(tmp_path / "cache")), hold_after)

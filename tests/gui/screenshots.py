@@ -103,8 +103,8 @@ def _shot_with_dialog(app, window, dialog, path: Path) -> None:
 def main(out: Path, model: str = "tiny") -> None:
     tmp = Path(tempfile.mkdtemp(prefix="persam-shots-"))
     _configure_screen(tmp)
-    from persam_studio.core.engine import Engine
-    from persam_studio.core.sam_build import random_sam
+    from persam_studio.core.segment.engine import Engine
+    from persam_studio.core.models.sam_build import random_sam
     from persam_studio.gui.app import create_application
     from persam_studio.gui.backend import EngineInfo
     from persam_studio.gui.main_window import MainWindow
@@ -189,7 +189,7 @@ def _tidiest_click(engine, session):
     import cv2
     import numpy as np
 
-    from persam_studio.core.album import Point
+    from persam_studio.core.types import Point
 
     h, w = session.original_size
     best = (float("inf"), None, 0)

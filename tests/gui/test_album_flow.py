@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from PySide6.QtCore import Qt
 
-from persam_studio.core.album import SIDECAR, Album, ImageState
+from persam_studio.core.io.album import SIDECAR, Album, ImageState
 from tests.gui.conftest import make_album, wait_idle
 from tests.gui.test_canvas_prompts import click, drag
 

@@ -11,7 +11,8 @@ from PySide6.QtCore import QMimeData, QPointF, Qt, QTimer, QUrl
 from PySide6.QtGui import QDropEvent
 from PySide6.QtWidgets import QApplication
 
-from persam_studio.core.album import ImageState, Point
+from persam_studio.core.io.album import ImageState
+from persam_studio.core.types import Point
 from persam_studio.core.errors import Cancelled
 from tests.gui.conftest import wait_idle
 
@@ -19,11 +20,11 @@ from tests.gui.conftest import wait_idle
 @pytest.fixture()
 def no_checkpoints(monkeypatch, tmp_path):
     """Checkpoint discovery looks only at an empty folder."""
-    import persam_studio.core.models as models
+    from persam_studio.core.models import registry
 
     empty = tmp_path / "no-checkpoints"
     empty.mkdir()
-    monkeypatch.setattr(models, "checkpoint_dirs", lambda: [empty])
+    monkeypatch.setattr(registry, "checkpoint_dirs", lambda: [empty])
     return empty
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from persam_studio.core.album import Box, Point, Stroke
+from persam_studio.core.io.album import Stroke
+from persam_studio.core.types import Box, Point
 from persam_studio.core.geometry import sam_input_size
 from persam_studio.gui.editing import (
     Bitmap,
@@ -80,7 +81,7 @@ def test_empty_state_has_no_mask_and_bitmap_is_resized():
 @pytest.mark.parametrize("size", [(300, 400), (120, 90)])
 def test_opencv_restore_matches_the_engines_postprocessing(size):
     """Saved logits render (nearly) as the engine renders them."""
-    from persam_studio.core.engine import MaskResult
+    from persam_studio.core.types import MaskResult
 
     rng = np.random.default_rng(0)
     low = rng.normal(size=(1, 256, 256)).astype(np.float32)

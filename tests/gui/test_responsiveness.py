@@ -17,8 +17,8 @@ MAX_STALL_S = 0.100
 
 @pytest.mark.slow
 def test_no_event_loop_stall_while_a_vit_b_encodes(qtbot, settings, tmp_path, rgb_image):
-    from persam_studio.core.engine import Engine
-    from persam_studio.core.sam_build import random_sam
+    from persam_studio.core.segment.engine import Engine
+    from persam_studio.core.models.sam_build import random_sam
     from persam_studio.gui.backend import EngineInfo
     from persam_studio.gui.main_window import MainWindow
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from persam_studio.core.album import Point, Stroke
+from persam_studio.core.io.album import Stroke
+from persam_studio.core.types import Point
 from persam_studio.gui.editing import EditState, Prediction
 from persam_studio.gui.session import ImageSession
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from persam_studio.core.album import ImageState, Point
+from persam_studio.core.io.album import ImageState
+from persam_studio.core.types import Point
 from persam_studio.gui.backend import EngineInfo
 from persam_studio.gui.main_window import MainWindow
 

@@ -59,7 +59,7 @@ def cutout_rgba(foreground_or_pixels: np.ndarray, alpha: np.ndarray) -> np.ndarr
 
     Args:
         foreground_or_pixels: uint8 (H, W, 3) RGB; pass the foreground from
-            :func:`~persam_studio.core.matting.refine_alpha` so soft edges
+            :func:`~persam_studio.core.edges.matting.refine_alpha` so soft edges
             carry no old background.
         alpha: (H, W) float in [0, 1], bool, or uint8 0-255.
 

@@ -5,7 +5,7 @@ an interactive app:
 
 * :meth:`Engine.encode` runs the image encoder (slow) once per image and model
   and returns an :class:`Embedding` (plain numpy). Embeddings are kept in the
-  :class:`~persam_studio.core.cache.EmbeddingCache` (memory and disk), keyed
+  :class:`~persam_studio.core.segment.cache.EmbeddingCache` (memory and disk), keyed
   by the decoded pixels and the checkpoint fingerprint.
 * :meth:`Engine.predict` runs only the prompt encoder and mask decoder and
   returns a :class:`MaskResult` holding the 256x256 low-res logits. Nothing is
@@ -23,176 +23,21 @@ applied), x = column, y = row, origin at the top-left corner.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from segment_anything.modeling import Sam
 
 from persam_studio.core.geometry import to_input_frame
+from persam_studio.core.models import fast_decoder, fast_vit
+from persam_studio.core.models.guided_decoder import decode as guided_decode
+from persam_studio.core.types import Embedding, MaskResult, Prompt, cache_key, image_key
 
 if TYPE_CHECKING:  # pragma: no cover
-    from persam_studio.core.cache import EmbeddingCache
-
-
-def image_key(pixels: np.ndarray) -> str:
-    """Content hash of decoded pixels (any shape/dtype), 32 hex digits.
-
-    Two files with the same oriented pixels share an embedding; a re-saved or
-    re-rotated file does not.
-    """
-    pixels = np.ascontiguousarray(pixels)
-    h = hashlib.blake2b(digest_size=16)
-    h.update(f"{pixels.shape}|{pixels.dtype.str}|".encode())
-    h.update(memoryview(pixels).cast("B"))
-    return h.hexdigest()
-
-
-@dataclass(frozen=True, eq=False)
-class Embedding:
-    """The image encoder's output for one image, as plain data.
-
-    Attributes:
-        features: float32 or float16 array (256, 64, 64): SAM's image
-            embedding of the resized, padded image (CHW).
-        original_size: (H, W) of the oriented image in pixels.
-        input_size: (h, w) of the image resized so its long side is 1024,
-            before padding to 1024x1024.
-        image_key: :func:`image_key` of the oriented RGB pixels.
-        model_key: identifies the model (type and checkpoint fingerprint).
-    """
-
-    features: np.ndarray
-    original_size: tuple[int, int]
-    input_size: tuple[int, int]
-    image_key: str
-    model_key: str
-
-    @property
-    def cache_key(self) -> str:
-        return cache_key(self.image_key, self.model_key)
-
-    @property
-    def nbytes(self) -> int:
-        return int(self.features.nbytes)
-
-
-def cache_key(image_key: str, model_key: str) -> str:
-    """The cache key of an (image, model) pair; file-name safe."""
-    return f"{model_key}-{image_key}"
-
-
-@dataclass(frozen=True, eq=False)
-class MaskResult:
-    """Masks predicted for one prompt on one image.
-
-    Attributes:
-        low_res_logits: float32 (C, 256, 256) mask logits in the padded
-            1024x1024 input frame at 1/4 scale; pass one as ``mask_input``
-            (shape (1, 256, 256)) to refine it with further prompts.
-        iou_predictions: float32 (C,) the model's quality estimate per mask.
-        original_size: (H, W) of the oriented image.
-        input_size: (h, w) of the resized, unpadded model input.
-        seconds: wall time of the decoder call.
-
-    C is 3 for multimask output, else 1.
-    """
-
-    low_res_logits: np.ndarray
-    iou_predictions: np.ndarray
-    original_size: tuple[int, int]
-    input_size: tuple[int, int]
-    seconds: float = 0.0
-    _memo: dict = field(default_factory=dict, repr=False, compare=False)
-
-    @classmethod
-    def from_decoder(
-        cls, low_res: torch.Tensor, iou: torch.Tensor, embedding: Embedding, started: float
-    ) -> MaskResult:
-        """Wrap the decoder's (1, C, 256, 256) logits and (1, C) IoU for ``embedding``.
-
-        ``started`` is the ``time.perf_counter()`` of the call's start.
-        """
-        return cls(
-            low_res_logits=low_res[0].float().cpu().numpy(),
-            iou_predictions=iou[0].float().cpu().numpy(),
-            original_size=embedding.original_size,
-            input_size=embedding.input_size,
-            seconds=time.perf_counter() - started,
-        )
-
-    @property
-    def best_index(self) -> int:
-        """Index of the candidate with the highest predicted IoU."""
-        return int(np.argmax(self.iou_predictions))
-
-    def __len__(self) -> int:
-        return int(self.low_res_logits.shape[0])
-
-    def logits(self, index: int | None = None, size: tuple[int, int] | None = None) -> np.ndarray:
-        """Mask logits of candidate ``index`` (default best) at ``size``.
-
-        Args:
-            index: candidate index, ``None`` for :attr:`best_index`.
-            size: (height, width) of the output, default ``original_size``.
-                A display-size request never touches full resolution.
-
-        Returns:
-            float32 (height, width) logits; > 0 is object. At the original
-            size they equal ``SamPredictor.predict(return_logits=True)``.
-        """
-        if index is None:
-            index = self.best_index
-        size = tuple(self.original_size if size is None else size)
-        key = (index, size)
-        out = self._memo.get(key)
-        if out is None:
-            low = torch.from_numpy(np.ascontiguousarray(self.low_res_logits[index : index + 1]))
-            out = upscale_logits(low[None], self.input_size, size)[0, 0].numpy()
-            # Keep only the last few sizes: a full-size float map of a 50 MP
-            # photo is 200 MB.
-            if len(self._memo) >= 4:
-                self._memo.pop(next(iter(self._memo)))
-            self._memo[key] = out
-        return out
-
-    def mask(self, index: int | None = None, size: tuple[int, int] | None = None) -> np.ndarray:
-        """Binary mask (bool, (height, width)) of candidate ``index`` at ``size``."""
-        return self.logits(index, size) > 0.0
-
-    def masks(self, size: tuple[int, int] | None = None) -> np.ndarray:
-        """All candidates' binary masks, bool (C, height, width), in one pass.
-
-        For a GUI that lets the user cycle the candidates: one batched
-        upsampling costs much less than C separate ones.
-        """
-        size = tuple(self.original_size if size is None else size)
-        low = torch.from_numpy(np.ascontiguousarray(self.low_res_logits))[None]
-        return upscale_logits(low, self.input_size, size)[0].numpy() > 0.0
-
-
-def upscale_logits(
-    low_res: torch.Tensor, input_size: tuple[int, int], size: tuple[int, int]
-) -> torch.Tensor:
-    """SAM's mask post-processing to an arbitrary output size.
-
-    Args:
-        low_res: float (B, C, 256, 256) logits in the padded input frame.
-        input_size: (h, w) of the unpadded resized input.
-        size: (height, width) wanted; at the original image size this is
-            exactly ``Sam.postprocess_masks``.
-
-    Returns:
-        float (B, C, height, width) logits.
-    """
-    x = F.interpolate(low_res, (1024, 1024), mode="bilinear", align_corners=False)
-    x = x[..., : input_size[0], : input_size[1]]
-    return F.interpolate(x, tuple(size), mode="bilinear", align_corners=False)
+    from persam_studio.core.segment.cache import EmbeddingCache
 
 
 class Engine:
@@ -214,8 +59,6 @@ class Engine:
     def __init__(
         self, sam: Sam, model_key: str, cache: EmbeddingCache | None = None, *, fast: bool = True
     ) -> None:
-        from persam_studio.core import fast_decoder, fast_vit
-
         self.sam = sam.eval()
         self.model_key = model_key
         self.cache = cache
@@ -393,30 +236,48 @@ class Engine:
     def predict(
         self,
         embedding: Embedding,
-        point_coords: np.ndarray | None = None,
+        point_coords: np.ndarray | Prompt | None = None,
         point_labels: np.ndarray | None = None,
         box: np.ndarray | None = None,
         mask_input: np.ndarray | None = None,
         multimask_output: bool = True,
+        *,
+        guidance: np.ndarray | None = None,
+        target_embedding: np.ndarray | None = None,
     ) -> MaskResult:
         """Masks for a prompt on an encoded image; decoder only, no upsampling.
 
         Args:
             embedding: from :meth:`encode`.
-            point_coords: float (N, 2) XY in original-image pixels, or None.
+            point_coords: a :class:`~persam_studio.core.types.Prompt` (then
+                ``point_labels``, ``box`` and ``mask_input`` stay None), or
+                SAM's loose arguments: float (N, 2) XY in original-image
+                pixels, or None.
             point_labels: int (N,) 1 = object, 0 = background.
             box: float (4,) XYXY in original-image pixels, or None.
             mask_input: float32 (1, 256, 256) low-res logits of an earlier
                 result (:attr:`MaskResult.low_res_logits` ``[i:i+1]``).
             multimask_output: three candidates (True) or one.
+            guidance: PerSAM's target-guided attention map ``g``, float32
+                (4096,) (row-major 64x64 cells), or None.
+            target_embedding: PerSAM's target embedding ``e``, float32 (256,), or None.
 
         Returns:
             A :class:`MaskResult`; ask it for masks at the size you need.
         """
+        if isinstance(point_coords, Prompt):
+            prompt = point_coords
+            point_coords, point_labels = prompt.point_coords, prompt.point_labels
+            box, mask_input = prompt.box_array, prompt.mask_input
         t0 = time.perf_counter()
         with self._lock, torch.inference_mode():
+            g = None if guidance is None else torch.as_tensor(
+                np.asarray(guidance, dtype=np.float32).reshape(-1), device=self.device)
+            e = None if target_embedding is None else torch.as_tensor(
+                np.asarray(target_embedding, dtype=np.float32).reshape(-1), device=self.device)
             low_res, iou = self.decode(
-                embedding, point_coords, point_labels, box, mask_input, multimask_output
+                embedding, point_coords, point_labels, box, mask_input, multimask_output,
+                guidance=g, target_embedding=e,
             )
         return MaskResult.from_decoder(low_res, iou, embedding, t0)
 
@@ -461,9 +322,7 @@ class Engine:
                 dense_prompt_embeddings=dense,
                 multimask_output=multimask_output,
             )
-        from persam_studio.core.guidance import decode  # the exact reference path
-
-        return decode(
+        return guided_decode(  # the exact reference path
             self.sam.mask_decoder, self.features(embedding), self.dense_pe(), sparse, dense,
             multimask_output, guidance=guidance, target_embedding=target_embedding,
         )

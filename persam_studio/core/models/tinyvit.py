@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from segment_anything.modeling.common import LayerNorm2d
 from torch import nn
 
-from persam_studio.core.fast_vit import from_windows, to_windows
+from persam_studio.core.models.fast_vit import from_windows, to_windows
 
 
 def _gelu(x: torch.Tensor) -> torch.Tensor:
@@ -297,15 +297,5 @@ class TinyViT(nn.Module):
 
 
 def mobile_sam_encoder() -> TinyViT:
-    """The encoder of a ``vit_t`` SAM (factory for ``sam_build.register_encoder``)."""
+    """The encoder of a ``vit_t`` SAM (``sam_build`` builds it for model type ``vit_t``)."""
     return TinyViT()
-
-
-def _register() -> None:
-    from persam_studio.core import sam_build
-
-    if "vit_t" not in sam_build.model_types():
-        sam_build.register_encoder("vit_t", mobile_sam_encoder)
-
-
-_register()

@@ -22,14 +22,14 @@ from pathlib import Path
 
 import numpy as np
 
-from persam_studio.core.bench import BenchContext, Row, synthetic_photo
+from persam_studio.bench import BenchContext, Row, synthetic_photo
 
 STEPS = 1000
 
 
 def _examples() -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Images [ref, album1, album2, (new ref = album2)] and their masks."""
-    from persam_studio.core.imageio import load_image, load_mask
+    from persam_studio.core.io.imageio import load_image, load_mask
 
     folder = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "perseg-examples"
     names = ["cat_00", "cat_01", "duck_toy_01"]
@@ -49,11 +49,11 @@ def _examples() -> tuple[list[np.ndarray], list[np.ndarray]]:
 def run(ctx: BenchContext) -> list[Row]:
     import cv2
 
-    from persam_studio.core.cache import EmbeddingCache
-    from persam_studio.core.engine import Engine
-    from persam_studio.core.export import save_image
-    from persam_studio.core.persam import fit_target, fit_weights, fit_weights_reference
-    from persam_studio.core.propagate import propagate
+    from persam_studio.core.segment.cache import EmbeddingCache
+    from persam_studio.core.segment.engine import Engine
+    from persam_studio.core.io.export import save_image
+    from persam_studio.core.personalize.persam import fit_target, fit_weights, fit_weights_reference
+    from persam_studio.core.personalize.propagate import propagate
 
     rows: list[Row] = []
     images, masks = _examples()

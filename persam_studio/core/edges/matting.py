@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from persam_studio.core.errors import Cancelled
-from persam_studio.core.trimap import UNKNOWN, TrimapParams, build_trimap, mask_unit
+from persam_studio.core.edges.trimap import UNKNOWN, TrimapParams, build_trimap, mask_unit
 
 
 @dataclass(frozen=True)

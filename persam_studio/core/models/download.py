@@ -2,11 +2,8 @@
 
 :func:`download` streams to a ``.part`` file, resumes with HTTP ranges,
 verifies the SHA-256 and only then moves the file into place. The registry
-(``KNOWN_MODELS``) and the folder helpers come from
-:mod:`persam_studio.core.models`, imported inside the functions (that module
-re-exports this one's public names, so a top-level import would be a cycle)
-and read at call time, so patching them there takes effect here. Failures are
-one-line :class:`DownloadError` messages; no torch is needed.
+(``KNOWN_MODELS``) and the folder helpers come from :mod:`.registry`.
+Failures are one-line :class:`DownloadError` messages; no torch is needed.
 """
 
 from __future__ import annotations
@@ -20,12 +17,12 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 from persam_studio.core.errors import Cancelled, DownloadError
+from persam_studio.core.models import registry
+from persam_studio.core.models.registry import ModelInfo
 
-if TYPE_CHECKING:  # pragma: no cover
-    from persam_studio.core.models import ModelInfo
 
 _CHUNK = 1 << 20
 _MAX_ATTEMPTS = 5  # automatic resumes after a dropped connection that made progress
@@ -42,12 +39,10 @@ class _Interrupted(Exception):
 
 def default_download_dir() -> Path:
     """``checkpoints/`` of a source checkout when writable, else the user data folder's."""
-    from persam_studio.core import models
-
-    source = models._source_checkpoints_dir()
+    source = registry.source_checkpoints_dir()
     if source is not None and os.access(source, os.W_OK):
         return source
-    return models.user_data_dir() / "checkpoints"
+    return registry.user_data_dir() / "checkpoints"
 
 
 def download(
@@ -73,11 +68,9 @@ def download(
         Cancelled: ``should_cancel()`` returned True; the ``.part`` file is
             kept so that the next call resumes.
     """
-    from persam_studio.core import models
-
-    info = model if isinstance(model, models.ModelInfo) else models.KNOWN_MODELS.get(model)
+    info = model if isinstance(model, registry.ModelInfo) else registry.KNOWN_MODELS.get(model)
     if info is None:
-        raise DownloadError(None, f"unknown model {model!r}; known: {', '.join(models.KNOWN_MODELS)}")
+        raise DownloadError(None, f"unknown model {model!r}; known: {', '.join(registry.KNOWN_MODELS)}")
     dest_dir = Path(dest_dir).expanduser() if dest_dir else default_download_dir()
     final = dest_dir / info.filename
     if final.is_file() and (info.sha256 is None or _sha256_of(final, should_cancel) == info.sha256):

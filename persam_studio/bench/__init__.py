@@ -23,10 +23,10 @@ import numpy as np
 
 # Section name -> module. Missing modules (areas not built yet) are skipped.
 SECTIONS: dict[str, str] = {
-    "engine": "persam_studio.core.bench.engine_bench",
-    "encoder": "persam_studio.core.bench.encoder_bench",
-    "persam": "persam_studio.core.bench.persam_bench",
-    "matting": "persam_studio.core.bench.matting_bench",
+    "engine": "persam_studio.bench.engine_bench",
+    "encoder": "persam_studio.bench.encoder_bench",
+    "persam": "persam_studio.bench.persam_bench",
+    "matting": "persam_studio.bench.matting_bench",
 }
 
 
@@ -80,7 +80,7 @@ class BenchContext:
     def loaded(self):
         """(sam, model_key) of the benchmarked model: the checkpoint, else a random vit_b."""
         from persam_studio.core import models
-        from persam_studio.core.sam_build import random_sam
+        from persam_studio.core.models.sam_build import random_sam
 
         if self.checkpoint is not None:
             lm = models.load_model(self.checkpoint, self.model_type)
@@ -99,7 +99,7 @@ class BenchContext:
     @cached_property
     def photo_pixels(self) -> np.ndarray:
         """A real photo (uint8 RGB), from ``photo`` or ../shared, else synthetic."""
-        from persam_studio.core.imageio import load_image
+        from persam_studio.core.io.imageio import load_image
 
         candidates = [self.photo] if self.photo else []
         here = Path(__file__).resolve().parents[3]
@@ -226,7 +226,7 @@ def format_table(rows: Sequence[Row]) -> str:
 
 def write_markdown(rows: Sequence[Row], path: Path, command: str) -> None:
     """Record a bench run (table and machine) in a Markdown file, atomically."""
-    from persam_studio.core.atomic import atomic_write_text
+    from persam_studio.core.io.atomic import atomic_write_text
 
     text = (
         "# Benchmarks\n\n"

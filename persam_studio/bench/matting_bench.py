@@ -25,7 +25,7 @@ import time
 import cv2
 import numpy as np
 
-from persam_studio.core.bench import BenchContext, Row, percentile, timed
+from persam_studio.bench import BenchContext, Row, percentile, timed
 
 TARGET_SECONDS = 5.0
 
@@ -56,7 +56,7 @@ def subject_mask(pixels: np.ndarray) -> np.ndarray:
 
 
 def run(ctx: BenchContext) -> list[Row]:
-    from persam_studio.core.matting import refine_alpha
+    from persam_studio.core.edges.matting import refine_alpha
 
     photo = ctx.photo_12mp
     h, w = photo.shape[:2]
@@ -86,7 +86,7 @@ _COLD = textwrap.dedent(
     """
     import time, numpy as np
     t0 = time.perf_counter()
-    from persam_studio.core.matting import refine_alpha
+    from persam_studio.core.edges.matting import refine_alpha
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[0:1000, 0:1400]
     mask = ((xx - 700) / 450.0) ** 2 + ((yy - 500) / 350.0) ** 2 < 1

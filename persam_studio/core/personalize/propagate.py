@@ -19,9 +19,9 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from persam_studio.core.engine import Engine
+from persam_studio.core.segment.engine import Engine
 from persam_studio.core.errors import Cancelled, PersamError
-from persam_studio.core.persam import PersamResult, Target, segment
+from persam_studio.core.personalize.persam import PersamResult, Target, segment
 
 #: Default confidence below which a result is flagged for review.
 DOUBTFUL_BELOW = 0.6
@@ -76,7 +76,7 @@ def propagate(
 
     Args:
         engine: the model (with a cache, a re-run never re-encodes).
-        targets: from :func:`persam_studio.core.persam.fit_target`; names must differ.
+        targets: from :func:`persam_studio.core.personalize.persam.fit_target`; names must differ.
         paths: image files; each is loaded with EXIF orientation applied.
         should_cancel: polled before each image.
 
@@ -84,7 +84,7 @@ def propagate(
         Cancelled: ``should_cancel()`` returned True.
         ValueError: two targets share a name.
     """
-    from persam_studio.core.imageio import load_image
+    from persam_studio.core.io.imageio import load_image
 
     names = [t.name for t in targets]
     if len(set(names)) != len(names):

@@ -2,15 +2,11 @@
 
 * :func:`load_model` memory-maps the file, checks it against the model its
   tensor shapes describe and builds SAM without random initialisation.
-* :func:`infer_model_type` tells the model type from tensor shapes alone.
+* :func:`infer_model_type` tells the model type from tensor shapes alone;
+  :func:`checkpoint_type` from a file's name or a cheap look inside.
 
-The registry, devices and fingerprints come from
-:mod:`persam_studio.core.models`, imported inside the functions (that module
-re-exports this one's public names, so a top-level import would be a cycle)
-and read at call time, so patching ``models.KNOWN_MODELS`` or
-``models._ENCODER_MODULES`` takes effect here. Every user-caused failure is a
-one-line :class:`CheckpointError` naming the file; torch is imported only
-when a file is actually read.
+Every user-caused failure is a one-line :class:`CheckpointError` naming the
+file; torch (and :mod:`.sam_build`) is imported only when a file is read.
 """
 
 from __future__ import annotations
@@ -24,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 from persam_studio.core.errors import CheckpointError, PersamError
+from persam_studio.core.models import registry
 
 if TYPE_CHECKING:  # pragma: no cover
     from segment_anything.modeling import Sam
@@ -34,7 +31,7 @@ class LoadedModel:
     """A SAM model ready for inference (eval mode, weights frozen).
 
     ``model_key`` identifies type and checkpoint content for cache keys;
-    ``fingerprint`` is :func:`~persam_studio.core.models.file_fingerprint` of ``path``.
+    ``fingerprint`` is :func:`~persam_studio.core.models.registry.file_fingerprint` of ``path``.
     """
 
     sam: Sam
@@ -137,7 +134,7 @@ def infer_model_type(state_dict: Mapping[str, Any]) -> str:
     Raises:
         CheckpointError (without a path): not SAM, or an unknown encoder.
     """
-    from persam_studio.core.sam_build import SPECS
+    from persam_studio.core.models.sam_build import SPECS
 
     sd = _unwrap_state_dict(state_dict)
     if any(k.startswith(("image_encoder.layers.", "image_encoder.patch_embed.seq.")) for k in sd):
@@ -154,23 +151,11 @@ def infer_model_type(state_dict: Mapping[str, Any]) -> str:
 
 
 def _ensure_buildable(model_type: str, path: Path) -> None:
-    from persam_studio.core import models, sam_build
+    from persam_studio.core.models import sam_build
 
     if model_type in sam_build.model_types():
         return
-    import importlib
-
-    for module in models._ENCODER_MODULES.get(model_type, ()):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-        if model_type in sam_build.model_types():
-            return
-    if model_type in models._ENCODER_MODULES:
-        raise CheckpointError(path, f"{model_type} checkpoints need an image encoder this build does not include")
-    known = ", ".join(dict.fromkeys([*models.KNOWN_MODELS, *(t for t in sam_build.model_types() if t != "tiny")]))
+    known = ", ".join(dict.fromkeys([*registry.KNOWN_MODELS, *(t for t in sam_build.model_types() if t != "tiny")]))
     raise CheckpointError(path, f"unknown model type {model_type!r}; known: {known}")
 
 
@@ -200,7 +185,7 @@ def load_model(path: str | Path, model_type: str | None = None, device: str | No
     initialisation runs: start-up costs little more than reading the file.
     ``model_type`` (``--model``) is checked against the tensor shapes; None
     infers it. ``device`` None picks
-    :func:`~persam_studio.core.models.default_device`. The returned
+    :func:`~persam_studio.core.models.registry.default_device`. The returned
     model is in eval mode with ``requires_grad`` off (it is never trained).
 
     Raises:
@@ -211,10 +196,11 @@ def load_model(path: str | Path, model_type: str | None = None, device: str | No
     """
     import torch
 
-    from persam_studio.core import models, sam_build
+    from persam_studio.core import models
+    from persam_studio.core.models import sam_build
 
     path = Path(path).expanduser()
-    device = models.resolve_device(device)
+    device = registry.resolve_device(device)
     try:
         sd = _unwrap_state_dict(_read_checkpoint(path))
         inferred = infer_model_type(sd)
@@ -237,8 +223,8 @@ def load_model(path: str | Path, model_type: str | None = None, device: str | No
     _fill_meta_buffers(sam, inferred)
     sam.requires_grad_(False)
     sam = sam.to(torch.device(device)).eval()
-    fingerprint = models.file_fingerprint(path)
-    return LoadedModel(sam, inferred, models.model_key(inferred, fingerprint), path, fingerprint)
+    fingerprint = registry.file_fingerprint(path)
+    return LoadedModel(sam, inferred, registry.model_key(inferred, fingerprint), path, fingerprint)
 
 
 def _fill_meta_buffers(sam: Sam, model_type: str) -> None:
@@ -249,7 +235,7 @@ def _fill_meta_buffers(sam: Sam, model_type: str) -> None:
     the meta device. Those are copied from a normally built model of the same
     type, which only happens for such encoders.
     """
-    from persam_studio.core import sam_build
+    from persam_studio.core.models import sam_build
 
     left = [n for n, t in sam.named_buffers() if t.is_meta]
     left += [n for n, t in sam.named_parameters() if t.is_meta]  # strict loading makes this empty
@@ -263,3 +249,31 @@ def _fill_meta_buffers(sam: Sam, model_type: str) -> None:
             raise PersamError(None, f"internal error: {name} has no value after loading a {model_type} checkpoint")
         owner._buffers[attr] = reference[name]
 
+
+_type_memo: dict[tuple, str | None] = {}
+
+
+def checkpoint_type(path: str | Path) -> str | None:
+    """The model type of a checkpoint file, from its name or a cheap look inside.
+
+    Known official file names answer at once; other zip-format files are
+    memory-mapped and their tensor shapes read (no weights are loaded).
+    Returns None when the type cannot be told cheaply.
+    """
+    path = Path(path)
+    for info in registry.KNOWN_MODELS.values():
+        if path.name == info.filename:
+            return info.name
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _type_memo:
+        try:
+            if not zipfile.is_zipfile(path):
+                raise CheckpointError(path, "not a zip-format checkpoint")
+            _type_memo[key] = infer_model_type(_read_checkpoint(path))
+        except (CheckpointError, OSError):
+            _type_memo[key] = None
+    return _type_memo[key]

@@ -8,7 +8,7 @@ Errors a user can cause (a missing, empty, truncated or foreign file, a mask
 of the wrong size) raise :class:`ImageReadError` or :class:`MaskError` with a
 one-line message naming the file.
 
-Saving masks, cutouts and images is in :mod:`persam_studio.core.export`.
+Saving masks, cutouts and images is in :mod:`persam_studio.core.io.export`.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from persam_studio.core.bench import BenchContext, Row, peak_rss_mb, percentile, timed, timed_interleaved
+from persam_studio.bench import BenchContext, Row, peak_rss_mb, percentile, timed, timed_interleaved
 
 DISPLAY = (1200, 1600)  # (height, width) of a large canvas showing a 4:3 photo
 
@@ -24,8 +24,9 @@ DISPLAY = (1200, 1600)  # (height, width) of a large canvas showing a 4:3 photo
 def run(ctx: BenchContext) -> list[Row]:
     from segment_anything import SamPredictor
 
-    from persam_studio.core.cache import EmbeddingCache
-    from persam_studio.core.engine import Engine, image_key
+    from persam_studio.core.segment.cache import EmbeddingCache
+    from persam_studio.core.segment.engine import Engine
+    from persam_studio.core.types import image_key
 
     rows: list[Row] = []
     photo = ctx.photo_12mp
@@ -82,7 +83,7 @@ def _second_process(ctx: BenchContext, photo: np.ndarray) -> list[Row]:
     """Run `persam-studio segment` twice in fresh processes: encoder, then cache."""
     import torch
 
-    from persam_studio.core.export import save_image
+    from persam_studio.core.io.export import save_image
 
     ckpt = ctx.checkpoint
     if ckpt is None:

@@ -26,7 +26,7 @@ pixels-by-channels layout. Results equal the stock decoder's within float
 rounding (summation order differs): tests/core/test_fast_decoder.py.
 
 PerSAM's two hooks (target-guided attention, target embedding; see
-:mod:`persam_studio.core.guidance`, the exact reference) are supported too.
+:mod:`persam_studio.core.models.guided_decoder`, the exact reference) are supported too.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from segment_anything.modeling.common import LayerNorm2d
 from segment_anything.modeling.mask_decoder import MaskDecoder
 from segment_anything.modeling.transformer import Attention, TwoWayAttentionBlock, TwoWayTransformer
 
-from persam_studio.core.guidance import token_self_attention
+from persam_studio.core.models.guided_decoder import token_self_attention
 
 
 def supports(decoder: object) -> bool:
@@ -303,7 +303,7 @@ class FastDecoder:
     def _transformer(self, state: ImageState, point_embedding: torch.Tensor,
                      guidance: torch.Tensor | None,
                      target_embedding: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """``TwoWayTransformer.forward`` (with PerSAM's hooks as in guidance.py) on contiguous tokens."""
+        """``TwoWayTransformer.forward`` (with PerSAM's hooks as in guided_decoder.py) on contiguous tokens."""
         t = self.decoder.transformer
         pe = state.pe
         query_pe = point_embedding
@@ -313,7 +313,7 @@ class FastDecoder:
             if target_embedding is not None:
                 queries = queries + target_embedding
                 if i == 0:
-                    query_pe = queries  # see guidance.two_way_forward
+                    query_pe = queries  # see guided_decoder.two_way_forward
             first = i == 0
             # Token self-attention and MLP: the block's own modules.
             queries = token_self_attention(block, queries, query_pe)

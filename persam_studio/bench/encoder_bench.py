@@ -5,7 +5,7 @@ One photo, preprocessed as the engine does (1x3x1024x1024), goes through:
 * the stock segment-anything ``ImageEncoderViT.forward`` of the benchmarked
   model (``ctx.sam``: random vit_b or the user's ViT checkpoint) - the
   baseline;
-* the same encoder instance with :func:`~persam_studio.core.fast_vit.accelerate_encoder`
+* the same encoder instance with :func:`~persam_studio.core.models.fast_vit.accelerate_encoder`
   (same weights), interleaved with the stock runs so that background load
   hits both alike;
 * MobileSAM's TinyViT (``vit_t``, random weights: compute does not depend on
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from persam_studio.core.bench import BenchContext, Row
+from persam_studio.bench import BenchContext, Row
 
 SECTION = "encoder"
 
@@ -34,9 +34,9 @@ SECTION = "encoder"
 def run(ctx: BenchContext) -> list[Row]:
     from segment_anything.modeling import ImageEncoderViT
 
-    from persam_studio.core import fast_vit
-    from persam_studio.core.engine import Engine
-    from persam_studio.core.sam_build import random_sam
+    from persam_studio.core.models import fast_vit
+    from persam_studio.core.segment.engine import Engine
+    from persam_studio.core.models.sam_build import random_sam
 
     sam, name = ctx.sam, ctx.model_key.split("-")[0]
     if not isinstance(sam.image_encoder, ImageEncoderViT):  # e.g. a vit_t checkpoint: compare with vit_b

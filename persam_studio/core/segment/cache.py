@@ -1,14 +1,14 @@
 """Embedding cache: a memory LRU over a validated, atomic disk store.
 
 Encoding is the one slow step (seconds per photo on a laptop CPU), so every
-:class:`~persam_studio.core.engine.Embedding` is kept
+:class:`~persam_studio.core.segment.engine.Embedding` is kept
 
 * in memory, least recently used first out, bounded in **bytes** (an
   embedding is 4 MiB as float32), and
 * on disk, one file per entry, bounded in bytes, evicted by file mtime (a
   read touches the file, so the disk store is LRU too).
 
-The key (:func:`persam_studio.core.engine.cache_key`) combines a hash of the
+The key (:func:`persam_studio.core.segment.engine.cache_key`) combines a hash of the
 decoded, oriented pixels with the model type and checkpoint fingerprint, so
 an entry can never be served for another image or model.
 
@@ -28,7 +28,7 @@ or length, checksum failure, truncation) is a miss: the bad file is deleted
 and the engine recomputes. A bad cache file never raises.
 
 Several processes may share the folder: files are replaced atomically
-(:func:`persam_studio.core.atomic.atomic_path`), readers validate, and a file
+(:func:`persam_studio.core.io.atomic.atomic_path`), readers validate, and a file
 that vanishes under a reader (another process evicted it) is a miss. Disk
 errors (read-only or missing folder, full disk) are logged and ignored; the
 memory cache keeps working.
@@ -49,8 +49,8 @@ from pathlib import Path
 
 import numpy as np
 
-from persam_studio.core.atomic import atomic_path
-from persam_studio.core.engine import Embedding, cache_key
+from persam_studio.core.io.atomic import atomic_path
+from persam_studio.core.types import Embedding, cache_key
 
 log = logging.getLogger(__name__)
 

@@ -62,7 +62,7 @@ def register_encoder(model_type: str, factory: Callable[[], torch.nn.Module]) ->
 
 def _mobile_sam_encoder() -> torch.nn.Module:
     # MobileSAM's TinyViT lives in its own module, imported only when built.
-    from persam_studio.core.tinyvit import mobile_sam_encoder
+    from persam_studio.core.models.tinyvit import mobile_sam_encoder
 
     return mobile_sam_encoder()
 

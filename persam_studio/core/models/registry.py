@@ -1,24 +1,16 @@
-"""Model registry, checkpoint discovery, devices and fingerprints.
+"""The model registry (a leaf): known checkpoints, folders, devices, fingerprints.
 
 * :data:`KNOWN_MODELS` lists the official checkpoints (SAM ViT-H/L/B from Meta,
   MobileSAM's ``vit_t``) with their download address and SHA-256.
-* :func:`find_checkpoint` looks, in order, at ``--checkpoint``, the
-  ``PERSAM_CHECKPOINT`` variable, the project's ``checkpoints/`` folders and the
-  user data folder; with several files it prefers the fastest model on a CPU.
+* :func:`checkpoint_dirs` / :func:`user_data_dir`: where checkpoints are looked
+  for and downloaded to.
 * :func:`file_fingerprint` / :func:`model_key` identify a checkpoint in cache keys.
 
-Loading (:func:`load_model`, :func:`infer_model_type`) lives in
-:mod:`persam_studio.core.checkpoint_load` and downloading (:func:`download`) in
-:mod:`persam_studio.core.download`; both are re-exported here, so
-``from persam_studio.core.models import load_model, download`` keeps working.
-Those modules read this module's registry and folder helpers at call time
-(``models.KNOWN_MODELS``, ``models._source_checkpoints_dir``), so there is one
-place to change or patch them.
-
-Every user-caused failure is a :class:`CheckpointError` or
-:class:`DownloadError` with a one-line message naming the file. torch is
-imported only by the functions that need it, so discovery and download are
-usable (and ``--help`` is fast) without loading torch.
+Loading (:mod:`.checkpoints`), finding (:mod:`.discovery`) and downloading
+(:mod:`.download`) import this module, never the other way round; the
+package :mod:`persam_studio.core.models` re-exports the public names of all.
+torch is imported only by the functions that need it, so discovery and
+download are usable (and ``--help`` is fast) without loading torch.
 """
 
 from __future__ import annotations
@@ -79,14 +71,6 @@ KNOWN_MODELS: dict[str, ModelInfo] = {
 }
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt")
-_NO_CHECKPOINT_HINT = "run 'persam-studio download {t}' or pass --checkpoint PATH"
-
-# Modules that register non-ViT encoders with sam_build.register_encoder when
-# imported; tried in order the first time such a model type is needed.
-_ENCODER_MODULES: dict[str, tuple[str, ...]] = {
-    "vit_t": ("persam_studio.core.tinyvit", "persam_studio.core.tiny_vit",
-              "persam_studio.core.mobile_sam", "persam_studio.core.mobilesam"),
-}
 
 # --------------------------------------------------------------------------- discovery
 
@@ -101,7 +85,7 @@ def user_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("persam-studio", appauthor=False))
 
 
-def _source_checkpoints_dir() -> Path | None:
+def source_checkpoints_dir() -> Path | None:
     """``checkpoints/`` at the repository root when running from a source checkout."""
     import persam_studio
 
@@ -111,7 +95,7 @@ def _source_checkpoints_dir() -> Path | None:
 
 def checkpoint_dirs() -> list[Path]:
     """Folders searched for checkpoints, in order (duplicates removed)."""
-    source = _source_checkpoints_dir()
+    source = source_checkpoints_dir()
     folders = ([source] if source else []) + [Path.cwd() / "checkpoints", user_data_dir() / "checkpoints"]
     seen: set[str] = set()
     unique = []
@@ -121,129 +105,6 @@ def checkpoint_dirs() -> list[Path]:
             seen.add(key)
             unique.append(folder)
     return unique
-
-
-def _candidates(folder: Path) -> list[Path]:
-    """Checkpoint files in ``folder``; hidden files (``.x.part``) are skipped."""
-    try:
-        entries = sorted(folder.iterdir())
-    except OSError:
-        return []
-    return [p for p in entries
-            if p.suffix.lower() in CHECKPOINT_SUFFIXES and not p.name.startswith(".") and p.is_file()]
-
-
-_type_memo: dict[tuple, str | None] = {}
-
-
-def checkpoint_type(path: str | Path) -> str | None:
-    """The model type of a checkpoint file, from its name or a cheap look inside.
-
-    Known official file names answer at once; other zip-format files are
-    memory-mapped and their tensor shapes read (no weights are loaded).
-    Returns None when the type cannot be told cheaply.
-    """
-    path = Path(path)
-    for info in KNOWN_MODELS.values():
-        if path.name == info.filename:
-            return info.name
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _type_memo:
-        from persam_studio.core.checkpoint_load import _read_checkpoint
-
-        try:
-            if not zipfile.is_zipfile(path):
-                raise CheckpointError(path, "not a zip-format checkpoint")
-            _type_memo[key] = infer_model_type(_read_checkpoint(path))
-        except (CheckpointError, OSError):
-            _type_memo[key] = None
-    return _type_memo[key]
-
-
-def _speed_rank(model_type: str | None) -> int:
-    if model_type in KNOWN_MODELS:
-        return KNOWN_MODELS[model_type].cpu_speed_rank
-    return len(KNOWN_MODELS) + (0 if model_type else 1)
-
-
-def _pick(files: list[Path], model_type: str | None) -> Path | None:
-    """The file of ``model_type`` among ``files``, else the fastest on a CPU."""
-    if not files:
-        return None
-    if model_type:
-        known = KNOWN_MODELS.get(model_type)
-        by_name = [f for f in files if known and f.name == known.filename]
-        return (by_name or [f for f in files if checkpoint_type(f) == model_type] or [None])[0]
-    # Unknown or unreadable files still count (last): loading one gives a clear error.
-    return min(files, key=lambda f: (_speed_rank(checkpoint_type(f)), f.name))
-
-
-def _explicit(path: str | Path, model_type: str | None, origin: str = "") -> Path:
-    path = Path(path).expanduser()
-    if path.is_dir():
-        chosen = _pick(_candidates(path), model_type)
-        if chosen is None:
-            what = f"{model_type} checkpoint" if model_type else "checkpoint (.pth/.pt)"
-            raise CheckpointError(path, f"no {what} in this folder{origin}")
-        return chosen
-    if not path.exists():
-        raise CheckpointError(path, f"not found{origin}")
-    return path
-
-
-def find_checkpoint(explicit: str | Path | None = None, model_type: str | None = None) -> Path | None:
-    """The checkpoint to use, or None when there is none.
-
-    Order: ``explicit`` (``--checkpoint``, a file or a folder), the
-    ``PERSAM_CHECKPOINT`` variable, then :func:`checkpoint_dirs`. Within a
-    folder, the file of ``model_type`` (by known name, else by its shapes);
-    with no ``model_type``, the fastest on a CPU (vit_t, vit_b, vit_l, vit_h).
-
-    Raises:
-        CheckpointError: ``explicit`` or ``PERSAM_CHECKPOINT`` names a missing path.
-    """
-    if explicit:
-        return _explicit(explicit, model_type)
-    env = os.environ.get("PERSAM_CHECKPOINT")
-    if env:
-        return _explicit(env, model_type, " (set in PERSAM_CHECKPOINT)")
-    for folder in checkpoint_dirs():
-        chosen = _pick(_candidates(folder), model_type)
-        if chosen is not None:
-            return chosen
-    return None
-
-
-def require_checkpoint(explicit: str | Path | None = None, model_type: str | None = None) -> Path:
-    """Like :func:`find_checkpoint` but raises a one-line CheckpointError when none is found."""
-    path = find_checkpoint(explicit, model_type)
-    if path is None:
-        what = f"{model_type} checkpoint" if model_type else "SAM checkpoint"
-        raise CheckpointError(None, f"no {what} found; " + _NO_CHECKPOINT_HINT.format(t=model_type or "vit_b"))
-    return path
-
-
-def found_checkpoints() -> list[tuple[Path, str | None]]:
-    """Every checkpoint file discoverable now, in search order, with its type if known."""
-    files: list[Path] = []
-    env = Path(os.environ["PERSAM_CHECKPOINT"]).expanduser() if os.environ.get("PERSAM_CHECKPOINT") else None
-    if env is not None:
-        files += _candidates(env) if env.is_dir() else [env] if env.is_file() else []
-    for folder in checkpoint_dirs():
-        files += _candidates(folder)
-    seen: set[str] = set()
-    found = []
-    for f in files:
-        key = os.path.normcase(os.path.abspath(f))
-        if key not in seen:
-            seen.add(key)
-            found.append((f, checkpoint_type(f)))
-    return found
-
 
 
 # --------------------------------------------------------------------------- devices
@@ -352,38 +213,3 @@ def module_fingerprint(sam: Any) -> str:
         h.update(f"{name}|{flat.dtype}|{tuple(tensor.shape)};".encode())
         h.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
     return h.hexdigest()
-
-
-
-# --------------------------------------------------------------------------- re-exports
-
-# Imported last: these modules import this one lazily (inside their functions),
-# so either side may be imported first without a cycle.
-from persam_studio.core.checkpoint_load import (  # noqa: E402
-    LoadedModel,
-    infer_model_type,
-    load_model,
-)
-from persam_studio.core.download import default_download_dir, download  # noqa: E402
-
-__all__ = [
-    "CHECKPOINT_SUFFIXES",
-    "KNOWN_MODELS",
-    "LoadedModel",
-    "ModelInfo",
-    "checkpoint_dirs",
-    "checkpoint_type",
-    "default_device",
-    "default_download_dir",
-    "download",
-    "file_fingerprint",
-    "find_checkpoint",
-    "found_checkpoints",
-    "infer_model_type",
-    "load_model",
-    "model_key",
-    "module_fingerprint",
-    "require_checkpoint",
-    "resolve_device",
-    "user_data_dir",
-]

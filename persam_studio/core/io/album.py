@@ -16,7 +16,7 @@ Everything lives in a sidecar folder ``<root>/.persam-studio/``::
     masks/<id>.bitmap.png      a base mask loaded from a file, full size
     references/<id>-<n>.png    full-size reference masks
 
-Every write is atomic (:mod:`persam_studio.core.atomic`), so a crash leaves
+Every write is atomic (:mod:`persam_studio.core.io.atomic`), so a crash leaves
 the state of the last completed action. Hidden folders are skipped when
 listing images, so the sidecar never shows up as album content.
 
@@ -37,8 +37,9 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from PIL import Image
 
-from persam_studio.core.atomic import atomic_path, atomic_write_text
+from persam_studio.core.io.atomic import atomic_path, atomic_write_text
 from persam_studio.core.errors import OutputError
+from persam_studio.core.types import Box, Point
 
 SIDECAR = ".persam-studio"
 ALBUM_FILE = "album.json"
@@ -53,33 +54,6 @@ class ImageState(str, Enum):
     PROPAGATED = "propagated"  # PerSAM found the subject confidently
     NEEDS_REVIEW = "needs_review"  # PerSAM was unsure (or found nothing)
     ACCEPTED = "accepted"  # the user approved the mask
-
-
-@dataclass(frozen=True)
-class Point:
-    """A click: ``label`` 1 = object, 0 = background."""
-
-    x: float
-    y: float
-    label: int
-
-
-@dataclass(frozen=True)
-class Box:
-    """A box prompt, XYXY, always with x0 <= x1 and y0 <= y1."""
-
-    x0: float
-    y0: float
-    x1: float
-    y1: float
-
-    @staticmethod
-    def from_corners(ax: float, ay: float, bx: float, by: float) -> Box:
-        return Box(min(ax, bx), min(ay, by), max(ax, bx), max(ay, by))
-
-    def as_array(self) -> np.ndarray:
-        """float (4,) XYXY, SAM's ``box`` argument."""
-        return np.array([self.x0, self.y0, self.x1, self.y1], dtype=float)
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,10 @@
 """Write masks, transparent cutouts and images: atomically, never over an input.
 
 All arrays are in the frame of the oriented image (see
-:mod:`persam_studio.core.imageio`): H rows, W columns. Outputs carry no EXIF
+:mod:`persam_studio.core.io.imageio`): H rows, W columns. Outputs carry no EXIF
 orientation tag, so every viewer shows them the way the arrays are laid out.
 
-Every write goes through :func:`persam_studio.core.atomic.atomic_path`: a
+Every write goes through :func:`persam_studio.core.io.atomic.atomic_path`: a
 failed or interrupted write leaves the previous file (or nothing), never a
 partial one. A destination that is one of the ``inputs`` (same path, a link
 to it, or a hard link) is refused with :class:`OutputError`, because
@@ -28,7 +28,7 @@ from typing import Iterable
 import numpy as np
 from PIL import Image
 
-from persam_studio.core.atomic import atomic_path
+from persam_studio.core.io.atomic import atomic_path
 from persam_studio.core.errors import OutputError
 
 #: zlib levels for PNG writes; see the module docstring for the trade-off.

@@ -32,8 +32,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from persam_studio.core import guidance as _guidance
-from persam_studio.core.engine import Embedding, Engine, MaskResult, upscale_logits
+from persam_studio.core.segment.engine import Engine
+from persam_studio.core.types import Embedding, MaskResult
+from persam_studio.core.geometry import upscale_logits
 from persam_studio.core.errors import MaskError
 
 GRID = 64  # embedding cells per side
@@ -84,7 +85,7 @@ class PersamResult:
         steps: which step produced the mask (1 = first prediction, 2 and 3 =
             cascaded refinements; a step that gives an empty mask is dropped).
         empty: the mask has no pixel at the original size.
-        original_size, input_size: as :class:`~persam_studio.core.engine.Embedding`.
+        original_size, input_size: as :class:`~persam_studio.core.segment.engine.Embedding`.
         seconds: wall time of the decoder work for this image.
     """
 
@@ -333,8 +334,8 @@ def segment(engine: Engine, embedding: Embedding, target: Target) -> PersamResul
         )
 
     if target.mode == "persam":
-        first = _guidance.predict_guided(
-            engine, embedding, coords, labels, multimask_output=False,
+        first = engine.predict(
+            embedding, coords, labels, multimask_output=False,
             guidance=guidance_map(sim), target_embedding=target.embedding,
         )
         low, iou = first.low_res_logits[0:1], float(first.iou_predictions[0])

@@ -7,7 +7,7 @@ them, torchvision; torchvision imports ``torch._dynamo`` and sympy. On the
 whose embedding was cached, the largest part of the command. PerSAM Studio
 itself only needs ``segment_anything.modeling`` to build and run the model;
 the resize helper that needs torchvision is imported only when an image is
-encoded (:attr:`persam_studio.core.engine.Engine.transform`).
+encoded (:attr:`persam_studio.core.segment.engine.Engine.transform`).
 
 :func:`defer_package_init` registers the package without running its
 ``__init__``; the first time anyone asks the package for a name its

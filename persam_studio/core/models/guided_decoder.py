@@ -28,14 +28,10 @@ same operations in the same order; tests/core/test_guidance.py checks it).
 from __future__ import annotations
 
 import math
-import time
 
-import numpy as np
 import torch
 from segment_anything.modeling.mask_decoder import MaskDecoder
 from segment_anything.modeling.transformer import Attention, TwoWayAttentionBlock, TwoWayTransformer
-
-from persam_studio.core.engine import Embedding, Engine, MaskResult
 
 
 def guided_attention(attn: Attention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -186,43 +182,3 @@ def decode(decoder: MaskDecoder, image_embeddings: torch.Tensor, image_pe: torch
 
     mask_slice = slice(1, None) if multimask_output else slice(0, 1)
     return masks[:, mask_slice, :, :], iou_pred[:, mask_slice]
-
-
-def predict_guided(
-    engine: Engine,
-    embedding: Embedding,
-    point_coords: np.ndarray | None = None,
-    point_labels: np.ndarray | None = None,
-    box: np.ndarray | None = None,
-    mask_input: np.ndarray | None = None,
-    multimask_output: bool = False,
-    *,
-    guidance: np.ndarray | None = None,
-    target_embedding: np.ndarray | None = None,
-) -> MaskResult:
-    """:meth:`Engine.predict` with PerSAM's hooks; decoder only.
-
-    Args:
-        point_coords .. multimask_output: as :meth:`Engine.predict` (pixels of
-            the oriented image, x = column, y = row).
-        guidance: float32 (4096,) target-guided attention map ``g`` (row-major
-            64x64 cells), or ``None``.
-        target_embedding: float32 (256,) target embedding ``e``, or ``None``.
-
-    Returns:
-        A :class:`MaskResult`; with neither hook it equals ``engine.predict``.
-    """
-    t0 = time.perf_counter()
-    # The engine's lock: one model call at a time, as Engine.predict.
-    with engine._lock, torch.inference_mode():
-        g = None if guidance is None else torch.as_tensor(
-            np.asarray(guidance, dtype=np.float32).reshape(-1), device=engine.device)
-        e = None if target_embedding is None else torch.as_tensor(
-            np.asarray(target_embedding, dtype=np.float32).reshape(-1), device=engine.device)
-        # The engine's decoder path: its fast forward when it has one, else
-        # :func:`decode` (or the stock decoder when no hook is given).
-        low_res, iou = engine.decode(
-            embedding, point_coords, point_labels, box, mask_input, multimask_output,
-            guidance=g, target_embedding=e,
-        )
-    return MaskResult.from_decoder(low_res, iou, embedding, t0)

@@ -1,0 +1,1 @@
+"""Edges and compositing: trimap, alpha matting (hair and fur), backgrounds."""

@@ -1,0 +1,1 @@
+"""Click to mask: the engine (encode once, decode per prompt) and its embedding cache."""
