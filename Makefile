@@ -20,7 +20,10 @@ setup: $(STAMP)
 run: $(STAMP)
 	$(VENV)/bin/persam-studio $(ARGS)
 
+# Import contracts first (pyproject.toml: layers, no Qt in core, no torch in
+# the GUI, no cycles), then the tests.
 test: $(STAMP)
+	$(VENV)/bin/lint-imports --no-cache
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)

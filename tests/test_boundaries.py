@@ -54,3 +54,45 @@ def test_core_works_with_qt_unimportable(tmp_path):
         capture_output=True, text=True, env={"PYTHONPATH": env_path, "PATH": "/usr/bin:/bin"},
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def _lint_imports(root: Path) -> subprocess.CompletedProcess:
+    exe = Path(sys.executable).with_name("lint-imports")
+    return subprocess.run(
+        [str(exe), "--no-cache", str(root / "pyproject.toml")],
+        cwd=root, capture_output=True, text=True, env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"},
+    )
+
+
+def test_import_contracts_hold():
+    """pyproject.toml's import-linter contracts (layers, no Qt in core, no cycles) hold."""
+    proc = _lint_imports(PKG.parent)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "0 broken" in proc.stdout
+
+
+def test_import_contracts_catch_a_reintroduced_cycle(tmp_path):
+    """The contracts are not vacuous: the old engine <-> cache circle breaks them."""
+    import shutil
+
+    shutil.copytree(PKG, tmp_path / "persam_studio", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(PKG.parent / "pyproject.toml", tmp_path / "pyproject.toml")
+    cache = tmp_path / "persam_studio" / "core" / "segment" / "cache.py"
+    cache.write_text(cache.read_text() + "\nfrom persam_studio.core.segment.engine import Engine  # noqa\n")
+    proc = _lint_imports(tmp_path)
+    assert proc.returncode != 0
+    assert "No cycles are allowed in persam_studio.core.segment" in proc.stdout
+
+
+def test_core_public_names_load_lazily_without_torch():
+    """``persam_studio.core``'s public names all resolve; importing it loads no torch."""
+    code = (
+        "import sys, persam_studio.core as c\n"
+        "assert 'torch' not in sys.modules, 'import persam_studio.core loaded torch'\n"
+        "missing = [n for n in c.__all__ if getattr(c, n, None) is None]\n"
+        "assert not missing, missing\n"
+        "print(len(c.__all__))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert int(proc.stdout) >= 30

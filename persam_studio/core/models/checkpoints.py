@@ -196,7 +196,6 @@ def load_model(path: str | Path, model_type: str | None = None, device: str | No
     """
     import torch
 
-    from persam_studio.core import models
     from persam_studio.core.models import sam_build
 
     path = Path(path).expanduser()
