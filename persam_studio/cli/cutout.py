@@ -7,9 +7,6 @@ import sys
 import time
 from pathlib import Path
 
-JPEG_SUFFIXES = (".jpg", ".jpeg")
-OUTPUT_SUFFIXES = (".png", ".webp", ".tif", ".tiff") + JPEG_SUFFIXES
-
 
 def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
@@ -32,9 +29,9 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from persam_studio.core.edges.composite import composite, cutout_rgba
+    from persam_studio.core.edges.cutout import parse_background, write_cutout
     from persam_studio.core.errors import OutputError
-    from persam_studio.core.io.export import save_cutout_png, save_image
+    from persam_studio.core.io.export import OUTPUT_SUFFIXES
     from persam_studio.core.io.imageio import load_image, load_mask
 
     out = Path(args.output)
@@ -43,58 +40,13 @@ def run(args: argparse.Namespace) -> int:
     image = load_image(args.image)
     mask = load_mask(args.mask, size=image.size)
     inputs = [Path(args.image), Path(args.mask)]
-    background, note = _background(args.background, out, inputs)
+    background, words = (None, "") if args.background is None else parse_background(args.background, inputs)
     h, w = image.size
 
     t0 = time.perf_counter()
-    if args.refine:
-        from persam_studio.core.edges.matting import refine_alpha
-
-        alpha, colours = refine_alpha(image.pixels, mask)
-        how = f"refined edges in {time.perf_counter() - t0:.1f}s"
-    else:
-        alpha, colours = mask, image.pixels
-        how = "hard edges"
-
-    if background is None and out.suffix.lower() == ".png":
-        save_cutout_png(out, colours, alpha, inputs=inputs)
-        kind = "RGBA cutout"
-    elif background is None:
-        save_image(out, cutout_rgba(colours, alpha), inputs=inputs)
-        kind = "RGBA cutout"
-    else:
-        save_image(out, composite(colours, alpha, background, original=image.pixels), inputs=inputs)
-        kind = f"on {note}"
+    info = write_cutout(out, image.pixels, mask, refine=args.refine, background=background,
+                        background_words=words, inputs=inputs)
+    how = f"refined edges in {time.perf_counter() - t0:.1f}s" if args.refine else "hard edges"
+    kind = f"on {info.background}" if info.background else "RGBA cutout"
     print(f"wrote {out} ({w}x{h}, {kind}, {how})", file=sys.stdout)
     return 0
-
-
-def _background(spec: str | None, out: Path, inputs: list[Path]):
-    """(background for ``composite``, words for the report) from the option's text.
-
-    An existing file wins over a colour name; JPEG output without a
-    background gets white.
-    """
-    from persam_studio.core.edges.composite import BLUR, parse_colour
-    from persam_studio.core.errors import PersamError
-    from persam_studio.core.io.imageio import load_image
-
-    if spec is None:
-        if out.suffix.lower() in JPEG_SUFFIXES:
-            return "white", "white (JPEG has no transparency)"
-        return None, ""
-    if spec.strip().lower() == BLUR:
-        return BLUR, "a blurred background"
-    path = Path(spec)
-    if path.is_file():
-        inputs.append(path)
-        return load_image(path).pixels, f"{path.name}"
-    try:
-        colour = parse_colour(spec)
-    except ValueError:
-        raise PersamError(
-            None,
-            f"--background {spec!r} is not a colour (#rrggbb, #rgb, r,g,b, white...), 'blur', "
-            "or an existing image file",
-        ) from None
-    return colour, "#%02x%02x%02x" % colour

@@ -62,7 +62,8 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
 
 def run(args: argparse.Namespace) -> int:
     from persam_studio.cli.common import open_engine
-    from persam_studio.core.io.export import save_cutout_png, save_mask_png
+    from persam_studio.core.edges.cutout import write_cutout
+    from persam_studio.core.io.export import save_mask_png
     from persam_studio.core.io.imageio import load_image
 
     if not args.point and args.box is None:
@@ -90,13 +91,7 @@ def run(args: argparse.Namespace) -> int:
     inputs = [Path(args.image)]
     save_mask_png(args.output, mask, inputs=inputs)
     if args.cutout:
-        if args.refine:
-            from persam_studio.core.edges.matting import refine_alpha
-
-            alpha, colours = refine_alpha(image.pixels, mask, logits)
-            save_cutout_png(args.cutout, colours, alpha, inputs=inputs)
-        else:
-            save_cutout_png(args.cutout, image.pixels, mask, inputs=inputs)
+        write_cutout(args.cutout, image.pixels, mask, logits, refine=args.refine, inputs=inputs)
     print(
         f"wrote {args.output} ({w}x{h}, {100.0 * mask.mean():.1f}% object, mask {index}, "
         f"predicted IoU {result.iou_predictions[index]:.3f}; embedding {source} in {t_embed:.2f}s, "

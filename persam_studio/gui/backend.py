@@ -118,15 +118,7 @@ def full_size_mask(
         bool (H, W). Upsampled once, here, never on a click.
     """
     if logits is not None:
-        from persam_studio.core.types import MaskResult
-
-        result = MaskResult(
-            low_res_logits=np.asarray(logits, np.float32).reshape(1, 256, 256),
-            iou_predictions=np.zeros(1, np.float32),
-            original_size=tuple(original_size),
-            input_size=sam_input_size(original_size),
-        )
-        mask = result.mask(0, tuple(original_size))
+        mask = full_size_logits(original_size, logits) > 0.0
     elif bitmap is not None:
         mask = np.asarray(bitmap, bool)
     else:
@@ -134,6 +126,19 @@ def full_size_mask(
     if strokes:
         mask = render_strokes(mask, tuple(strokes), original_size)
     return mask
+
+
+def full_size_logits(original_size: tuple[int, int], logits: np.ndarray) -> np.ndarray:
+    """float32 (H, W) SAM logits at full size from the album's (256, 256) low-res logits."""
+    from persam_studio.core.types import MaskResult
+
+    result = MaskResult(
+        low_res_logits=np.asarray(logits, np.float32).reshape(1, 256, 256),
+        iou_predictions=np.zeros(1, np.float32),
+        original_size=tuple(original_size),
+        input_size=sam_input_size(original_size),
+    )
+    return result.logits(0, tuple(original_size))
 
 
 # -- long jobs (generators: one step per item) ----------------------------------
@@ -288,18 +293,24 @@ def export_steps(
     """
     import os
 
-    from persam_studio.core.io.album import read_mask_png
+    from persam_studio.core.edges.cutout import write_cutout
     from persam_studio.core.errors import OutputError, PersamError
-    from persam_studio.core.io.export import save_cutout_png, save_mask_png
+    from persam_studio.core.io.album import read_mask_png
+    from persam_studio.core.io.export import save_mask_png
 
     guard = {os.path.normcase(os.path.realpath(p)) for p in protected}
     total = len(items)
     for i, item in enumerate(items):
         try:
             loaded = load_pixels(item.image)
-            logits = np.load(item.logits_file).astype(np.float32) if item.logits_file else None
+            low = np.load(item.logits_file).astype(np.float32) if item.logits_file else None
             bitmap = read_mask_png(item.bitmap_file) if item.bitmap_file else None
-            mask = full_size_mask(loaded.size, logits, bitmap, item.strokes)
+            # Upsampled once; SAM's logits then guide the refined edge (as in
+            # the CLI) when the mask is SAM's own: brushed masks have no
+            # logits to agree with.
+            full = full_size_logits(loaded.size, low) if low is not None else None
+            mask = full_size_mask(loaded.size, None, bitmap if full is None else full > 0.0, item.strokes)
+            logits = full if refine and not item.strokes else None
             outs = []
             if masks:
                 outs.append(("mask", folder / f"{item.stem}_mask.png"))
@@ -312,12 +323,8 @@ def export_steps(
                 if kind == "mask":
                     save_mask_png(out, mask, inputs=(item.image,))
                 else:
-                    pixels, alpha = loaded.pixels, mask
-                    if refine and matting_available():
-                        from persam_studio.core.edges.matting import refine_alpha
-
-                        alpha, pixels = refine_alpha(loaded.pixels, mask)
-                    save_cutout_png(out, pixels, alpha, inputs=(item.image,))
+                    write_cutout(out, loaded.pixels, mask, logits, refine=refine and matting_available(),
+                                 inputs=(item.image,))
             yield Step(i + 1, total, item.image)
         except (PersamError, OSError, ValueError) as exc:
             yield Step(i + 1, total, item.image, error=str(exc))

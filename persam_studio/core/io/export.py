@@ -43,6 +43,9 @@ _FORMATS = {
     ".tif": "TIFF",
     ".tiff": "TIFF",
 }
+#: Extensions :func:`save_image` writes; JPEG ones cannot hold transparency.
+OUTPUT_SUFFIXES = tuple(_FORMATS)
+JPEG_SUFFIXES = (".jpg", ".jpeg")
 
 
 def save_mask_png(path: str | Path, mask: np.ndarray, inputs: Iterable[str | Path] = ()) -> Path:
