@@ -12,55 +12,71 @@ class Actions:
     def __init__(self, window: QMainWindow, undo_stack: QUndoStack) -> None:
         self.window = window
         a = self._make
-        self.open_folder = a("Open folder…", "Ctrl+O")
-        self.open_images = a("Open images…", "Ctrl+Shift+O")
-        self.load_mask = a("Load mask file…")
-        self.export = a("Export…", "Ctrl+E")
-        self.quit = a("Quit", "Ctrl+Q")
+        self.open_folder = a("Open folder…", "Ctrl+O", "Open every photo of a folder as the album")
+        self.open_images = a("Open images…", "Ctrl+Shift+O", "Open chosen photos as the album")
+        self.load_mask = a("Load mask file…", None, "Use a mask image (one made by hand, say) as this photo's mask")
+        self.export = a("Export…", "Ctrl+E", "Save masks or cutouts of this photo, the selection or the album")
+        self.quit = a("Quit", "Ctrl+Q", "Close the app (the album is saved as you work)")
 
         self.undo = undo_stack.createUndoAction(window, "Undo")
         self.undo.setShortcuts([QKeySequence("Ctrl+Z")])
+        self.describe(self.undo, "Take back the last prompt, stroke, candidate change or clear")
         self.redo = undo_stack.createRedoAction(window, "Redo")
         self.redo.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence("Ctrl+Y")])
+        self.describe(self.redo, "Do again what Undo took back")
         window.addAction(self.undo)
         window.addAction(self.redo)
-        self.clear = a("Clear mask", "Esc")
-        self.cycle = a("Next candidate", "Tab")
+        self.clear = a("Clear mask", "Esc", "Remove this photo's mask, prompts and strokes")
+        self.cycle = a("Next candidate", "Tab", "Show SAM's next of three masks (after one point or one box)")
 
         self.tools = QActionGroup(window)
-        self.tool_prompt = a("Prompt", "V", checkable=True)
-        self.tool_brush = a("Brush", "B", checkable=True)
-        self.tool_eraser = a("Eraser", "E", checkable=True)
+        self.tool_prompt = a("Prompt", "V", "Click: object point, right click: background, drag: box", checkable=True)
+        self.tool_brush = a("Brush", "B", "Paint onto the mask by hand", checkable=True)
+        self.tool_eraser = a("Eraser", "E", "Paint parts out of the mask", checkable=True)
         for t in (self.tool_prompt, self.tool_brush, self.tool_eraser):
             self.tools.addAction(t)
         self.tool_prompt.setChecked(True)
-        self.brush_smaller = a("Smaller brush", "[")
-        self.brush_larger = a("Larger brush", "]")
+        self.brush_smaller = a("Smaller brush", "[", "Shrink the brush and eraser")
+        self.brush_larger = a("Larger brush", "]", "Grow the brush and eraser")
 
-        self.fit = a("Fit", "F")
-        self.zoom_100 = a("100 %", "1")
-        self.zoom_in = a("Zoom in", "+")
+        self.fit = a("Fit", "F", "Show the whole photo in the window")
+        self.zoom_100 = a("100 %", "1", "One photo pixel per screen pixel")
+        self.zoom_in = a("Zoom in", "+", "Magnify the photo (or turn the wheel over it)")
         self.zoom_in.setShortcuts([QKeySequence("+"), QKeySequence("=")])
-        self.zoom_out = a("Zoom out", "-")
-        self.next_image = a("Next image", "PgDown")
-        self.previous_image = a("Previous image", "PgUp")
+        self.describe(self.zoom_in, "Magnify the photo (or turn the wheel over it)")
+        self.zoom_out = a("Zoom out", "-", "See more of the photo (or turn the wheel over it)")
+        self.next_image = a("Next image", "PgDown", "Go to the album's next photo")
+        self.previous_image = a("Previous image", "PgUp", "Go to the album's previous photo")
 
-        self.prepare = a("Prepare album")
-        self.prepare.setToolTip("Encode every image now, so clicks are instant later")
-        self.use_reference = a("Use as reference", "R")
-        self.propagate = a("Propagate to album", "Ctrl+Shift+P")
-        self.accept = a("Accept mask", "A")
-        self.cancel_job = a("Cancel job")
+        self.prepare = a("Prepare album", None, "Encode every photo now, so clicks and propagation are quick later")
+        self.use_reference = a("Use as reference", "R", "Teach PerSAM the subject from this photo's mask")
+        self.propagate = a("Propagate to album", "Ctrl+Shift+P",
+                           "Find the subject in every photo you have not masked or accepted")
+        self.accept = a("Accept mask", "A", "Mark this photo's mask as checked; propagation never overwrites it")
+        self.cancel_job = a("Cancel job", None, "Stop the running prepare, propagation or export")
 
-        self.settings = a("Settings…")
-        self.model = a("Model…")
-        self.shortcuts = a("Shortcuts", "F1")
+        self.settings = a("Settings…", None, "Choose the model type, checkpoint, device and cache folder")
+        self.model = a("Model…", None, "Download a model checkpoint or pick a checkpoint file")
+        self.shortcuts = a("Shortcuts", "F1", "List every key and mouse gesture")
+        self.about = a("About PerSAM Studio", None, "Version, model, device and the folders the app uses")
 
-    def _make(self, text: str, shortcut: str | None = None, checkable: bool = False) -> QAction:
+    @staticmethod
+    def keys(action: QAction) -> str:
+        """The action's shortcuts as the platform writes them ("Ctrl+E", "⌘E")."""
+        return " or ".join(k.toString(QKeySequence.SequenceFormat.NativeText) for k in action.shortcuts())
+
+    @classmethod
+    def describe(cls, action: QAction, what: str) -> None:
+        """Tooltip: what the action does, then its keys (toolbars show only the tooltip)."""
+        keys = cls.keys(action)
+        action.setToolTip(f"{what} ({keys})" if keys else what)
+
+    def _make(self, text: str, shortcut: str | None, what: str, checkable: bool = False) -> QAction:
         action = QAction(text, self.window)
         if shortcut:
             action.setShortcut(QKeySequence(shortcut))
         action.setCheckable(checkable)
+        self.describe(action, what)
         self.window.addAction(action)  # shortcuts work even when not in a menu
         return action
 
@@ -78,7 +94,9 @@ class Actions:
         m = bar.addMenu("&Album")
         for x in (self.prepare, None, self.use_reference, self.propagate, self.accept, None, self.cancel_job):
             m.addSeparator() if x is None else m.addAction(x)
-        bar.addMenu("&Help").addAction(self.shortcuts)
+        m = bar.addMenu("&Help")
+        m.addAction(self.shortcuts)
+        m.addAction(self.about)
 
         tb = QToolBar("Main", window)
         tb.setObjectName("main-toolbar")

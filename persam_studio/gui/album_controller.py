@@ -2,13 +2,14 @@
 
 Each change of the image on the canvas is written to the album sidecar at
 once (:mod:`persam_studio.gui.persist`), so a crash loses at most the action
-in progress. Thumbnails load in the I/O lane.
+in progress. Thumbnails are decoded in the I/O lane (to numpy, never Qt:
+see :mod:`persam_studio.gui.thumbnails`); unreadable photos are marked.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 from PySide6.QtCore import QObject, Signal
@@ -18,9 +19,9 @@ from persam_studio.core.errors import PersamError
 from persam_studio.gui import persist
 from persam_studio.gui.album_panel import THUMB, AlbumPanel
 from persam_studio.gui.backend import Propagated
-from persam_studio.gui.convert import read_thumbnail
 from persam_studio.gui.editing import Bitmap, EditState
 from persam_studio.gui.image_controller import ImageController
+from persam_studio.gui.thumbnails import thumbnail_job, unreadable_reason
 from persam_studio.gui.workers import LOW, Lane
 
 #: Propagated masks below this confidence are flagged "needs review" (the
@@ -28,11 +29,6 @@ from persam_studio.gui.workers import LOW, Lane
 REVIEW_THRESHOLD = 0.6
 #: States that propagation may overwrite (never the user's own work).
 PROPAGATABLE = (ImageState.UNTOUCHED, ImageState.PROPAGATED, ImageState.NEEDS_REVIEW)
-
-
-def _thumbnail_job(path: Path, album: Album, record: ImageRecord) -> tuple[Any, np.ndarray | None]:
-    mask = album.load_display_mask(record) if record.state != ImageState.UNTOUCHED else None
-    return read_thumbnail(path, THUMB), mask
 
 
 class AlbumController(QObject):
@@ -78,8 +74,9 @@ class AlbumController(QObject):
         self.panel.set_images([Path(r.path).name for r in records], [r.state for r in records])
         for row, record in enumerate(records):
             self.io_lane.submit(
-                _thumbnail_job, self.album.path_of(record), self.album, record, priority=LOW,
+                thumbnail_job, self.album.path_of(record), THUMB, self.album, record, priority=LOW,
                 on_done=lambda res, row=row: self.panel.set_thumbnail(row, *res),
+                on_error=lambda exc, row=row: self.panel.set_unreadable(row, unreadable_reason(exc)),
             )
         self.current = -1
         self.album_opened.emit(self.album)

@@ -2,14 +2,18 @@
 
 Thumbnails are decoded in the I/O lane (scaled while decoding) and tinted
 with the image's mask when it has one, so a propagated album can be reviewed
-at a glance. The badge colour tells the :class:`ImageState`.
+at a glance. The badge colour tells the :class:`ImageState`; a photo that
+cannot be read gets a red cross badge and its reason as tooltip.
+
+Thumbnails arrive as numpy arrays; the Qt images are made here, on the GUI
+thread (see :mod:`persam_studio.gui.thumbnails` for why).
 """
 
 from __future__ import annotations
 
 import numpy as np
 from PySide6.QtCore import QRect, QSize, Qt, Signal
-from PySide6.QtGui import QColor, QIcon, QImage, QPainter, QPen, QPixmap
+from PySide6.QtGui import QColor, QIcon, QPainter, QPen, QPixmap
 from PySide6.QtWidgets import QAbstractItemView, QListWidget, QListWidgetItem, QStyledItemDelegate
 
 from persam_studio.core.io.album import ImageState
@@ -18,6 +22,10 @@ from persam_studio.gui.convert import tint_thumbnail
 
 THUMB = 112
 STATE_ROLE = Qt.ItemDataRole.UserRole + 1
+#: The one-line reason a photo cannot be read (None when it can).
+ERROR_ROLE = Qt.ItemDataRole.UserRole + 2
+ERROR_COLOR = QColor(220, 40, 40)
+PLACEHOLDER_COLOR = QColor(60, 60, 64)
 
 STATE_COLORS = {
     ImageState.UNTOUCHED: QColor(120, 120, 120),
@@ -43,18 +51,40 @@ class _BadgeDelegate(QStyledItemDelegate):
         state = index.data(STATE_ROLE)
         if state is None:
             return
-        color = STATE_COLORS[ImageState(state)]
-        r = option.rect
-        badge = QRect(r.right() - 22, r.top() + 6, 16, 16)
+        unreadable = index.data(ERROR_ROLE) is not None
+        color = ERROR_COLOR if unreadable else STATE_COLORS[ImageState(state)]
+        badge = badge_rect(option.rect)
         painter.save()
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)
         painter.setPen(QPen(QColor(255, 255, 255), 2))
         painter.setBrush(color)
         painter.drawEllipse(badge)
-        if state == ImageState.NEEDS_REVIEW.value:
+        if unreadable:  # a drawn cross: no font needed to tell "broken"
+            c = badge.center()
+            painter.drawLine(c.x() - 3, c.y() - 3, c.x() + 3, c.y() + 3)
+            painter.drawLine(c.x() - 3, c.y() + 3, c.x() + 3, c.y() - 3)
+        elif state == ImageState.NEEDS_REVIEW.value:
             painter.setPen(QColor(0, 0, 0))
             painter.drawText(badge, Qt.AlignmentFlag.AlignCenter, "!")
         painter.restore()
+
+
+def badge_rect(item_rect: QRect) -> QRect:
+    """Where the badge sits in an item's rectangle (top right corner)."""
+    return QRect(item_rect.right() - 22, item_rect.top() + 6, 16, 16)
+
+
+def _unreadable_icon() -> QIcon:
+    """The tile of a photo that cannot be read: says so, the tooltip says why."""
+    pixmap = QPixmap(THUMB, THUMB)
+    pixmap.fill(PLACEHOLDER_COLOR)
+    painter = QPainter(pixmap)
+    painter.setPen(QPen(ERROR_COLOR, 2))
+    painter.drawRect(1, 1, THUMB - 2, THUMB - 2)
+    painter.setPen(QColor(235, 235, 235))
+    painter.drawText(pixmap.rect(), Qt.AlignmentFlag.AlignCenter, "cannot read")
+    painter.end()
+    return QIcon(pixmap)
 
 
 class AlbumPanel(QListWidget):
@@ -75,7 +105,7 @@ class AlbumPanel(QListWidget):
         self.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.setItemDelegate(_BadgeDelegate(self))
         self.setAcceptDrops(False)
-        self._thumbs: list[QImage] = []
+        self._thumbs: list[np.ndarray | None] = []  # uint8 (h, w, 3) RGB
         self._masks: list[np.ndarray | None] = []
         self.currentRowChanged.connect(self._on_row_changed)
         self._quiet = False
@@ -88,29 +118,48 @@ class AlbumPanel(QListWidget):
         self._quiet = True
         self.clear()
         placeholder = QPixmap(THUMB, THUMB)
-        placeholder.fill(QColor(60, 60, 64))
+        placeholder.fill(PLACEHOLDER_COLOR)
         for name, state in zip(names, states):
             item = QListWidgetItem(QIcon(placeholder), name)
             item.setData(STATE_ROLE, state.value)
             item.setToolTip(f"{name}: {STATE_LABELS[state]}")
             item.setTextAlignment(Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop)
             self.addItem(item)
-        self._thumbs = [QImage() for _ in names]
+        self._thumbs = [None for _ in names]
         self._masks = [None for _ in names]
         self._quiet = False
 
-    def set_thumbnail(self, row: int, image: QImage, mask: np.ndarray | None = None) -> None:
-        if 0 <= row < self.count() and not image.isNull():
-            self._thumbs[row] = image
+    def set_thumbnail(self, row: int, pixels: np.ndarray, mask: np.ndarray | None = None) -> None:
+        """Show ``pixels`` (uint8 (h, w, 3) RGB, decoded in a worker) for ``row``."""
+        if 0 <= row < self.count():
+            self._thumbs[row] = pixels
             self._masks[row] = mask
+            self.item(row).setData(ERROR_ROLE, None)
             self._update_icon(row)
+
+    def set_unreadable(self, row: int, reason: str) -> None:
+        """Mark ``row`` as a photo that cannot be read; ``reason`` is one line."""
+        if 0 <= row < self.count():
+            item = self.item(row)
+            item.setData(ERROR_ROLE, reason)
+            item.setIcon(_unreadable_icon())
+            item.setToolTip(f"{item.text()}: cannot be read: {reason}")
+
+    def unreadable_reason(self, row: int) -> str | None:
+        return self.item(row).data(ERROR_ROLE)
+
+    @property
+    def thumbnails_pending(self) -> int:
+        """Rows still waiting for their thumbnail or its error."""
+        return sum(1 for row, t in enumerate(self._thumbs) if t is None and self.unreadable_reason(row) is None)
 
     def set_state(self, row: int, state: ImageState, mask: np.ndarray | None) -> None:
         if not 0 <= row < self.count():
             return
         item = self.item(row)
         item.setData(STATE_ROLE, state.value)
-        item.setToolTip(f"{item.text()}: {STATE_LABELS[state]}")
+        if item.data(ERROR_ROLE) is None:  # an unreadable photo keeps its reason
+            item.setToolTip(f"{item.text()}: {STATE_LABELS[state]}")
         self._masks[row] = mask
         self._update_icon(row)
 
@@ -128,7 +177,7 @@ class AlbumPanel(QListWidget):
 
     def _update_icon(self, row: int) -> None:
         thumb = self._thumbs[row]
-        if thumb.isNull():
+        if thumb is None:
             return
         pixmap = QPixmap.fromImage(tint_thumbnail(thumb, self._masks[row], MASK_COLOR))
         icon = QIcon(pixmap)

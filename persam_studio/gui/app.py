@@ -7,6 +7,7 @@ from typing import Sequence
 
 from PySide6.QtWidgets import QApplication
 
+from persam_studio.gui.icon import ICON_NAME, app_icon
 from persam_studio.gui.main_window import MainWindow
 from persam_studio.gui.settings import APPLICATION, ORGANIZATION, AppSettings
 
@@ -19,6 +20,9 @@ def create_application(argv: Sequence[str] | None = None) -> QApplication:
     app.setOrganizationName(ORGANIZATION)
     app.setApplicationName(APPLICATION)
     app.setApplicationDisplayName(APPLICATION)
+    app.setWindowIcon(app_icon())
+    # Wayland shells take the icon and name from the desktop entry of this name.
+    app.setDesktopFileName(ICON_NAME)
     return app
 
 

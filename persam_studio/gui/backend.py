@@ -34,11 +34,12 @@ class ModelChoice:
 
 @dataclass(frozen=True)
 class EngineInfo:
-    """Shown in the status bar."""
+    """Shown in the status bar and in Help > About."""
 
     model_type: str
     device: str
-    path: str
+    path: str  # the checkpoint file
+    cache_dir: str = ""  # the embedding cache folder in use
 
 
 def find_checkpoint(choice: ModelChoice) -> Path | None:
@@ -60,9 +61,9 @@ def open_engine(choice: ModelChoice) -> tuple[Any, EngineInfo]:
 
     path = require_checkpoint(choice.checkpoint or None, choice.model_type or None)
     loaded = load_model(path, choice.model_type or None, device=choice.device or None)
-    cache = EmbeddingCache(Path(choice.cache_dir) if choice.cache_dir else default_cache_dir())
-    engine = Engine(loaded.sam, loaded.model_key, cache)
-    return engine, EngineInfo(loaded.model_type, str(engine.device), str(path))
+    cache_dir = Path(choice.cache_dir) if choice.cache_dir else default_cache_dir()
+    engine = Engine(loaded.sam, loaded.model_key, EmbeddingCache(cache_dir))
+    return engine, EngineInfo(loaded.model_type, str(engine.device), str(path), str(cache_dir))
 
 
 def load_pixels(path: Path) -> Any:

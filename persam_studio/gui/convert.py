@@ -1,24 +1,30 @@
-"""numpy arrays to Qt images and paths, and back (safe in worker threads).
+"""numpy arrays to Qt images and paths, and back. GUI thread only.
 
-QImage (unlike QPixmap) may be built in any thread, so decoding and
-conversion happen in the I/O lane; the GUI thread only makes the pixmap.
+Workers decode to numpy and never build Qt images: Qt's image code takes
+process-wide locks while PySide6 holds the GIL, which deadlocked the app
+(see :mod:`persam_studio.gui.thumbnails`). Everything here runs on the GUI
+thread, after the decoding is done.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import numpy as np
-from PySide6.QtCore import QPointF, QSize, Qt
-from PySide6.QtGui import QColor, QImage, QImageReader, QPainterPath, QPolygonF
+from PySide6.QtCore import QPointF
+from PySide6.QtGui import QColor, QImage, QPainterPath, QPolygonF
 
 
-def rgb_to_qimage(pixels: np.ndarray) -> QImage:
-    """uint8 (H, W, 3) RGB -> a QImage that owns its memory."""
+def rgb_to_qimage(pixels: np.ndarray, copy: bool = True) -> QImage:
+    """uint8 (H, W, 3) RGB -> QImage.
+
+    ``copy=False`` wraps ``pixels`` without copying: the QImage is valid only
+    while ``pixels`` lives, so use it at once (``QPixmap.fromImage`` copies).
+    That spares the GUI thread a second copy of a large photo.
+    """
     pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
     h, w, _ = pixels.shape
-    return QImage(pixels.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
+    image = QImage(pixels.data, w, h, 3 * w, QImage.Format.Format_RGB888)
+    return image.copy() if copy else image
 
 
 def qimage_to_rgb(image: QImage) -> np.ndarray:
@@ -61,26 +67,11 @@ def outline_path(mask: np.ndarray, scale_x: float = 1.0, scale_y: float = 1.0) -
     return path
 
 
-def read_thumbnail(path: Path, side: int) -> QImage:
-    """A thumbnail of ``path`` no larger than ``side`` (EXIF-oriented); null on failure.
-
-    JPEG decoders scale while decoding, so this is fast even for big photos.
-    """
-    reader = QImageReader(str(path))
-    reader.setAutoTransform(True)
-    size = reader.size()
-    if size.isValid() and max(size.width(), size.height()) > side:
-        size.scale(QSize(side, side), Qt.AspectRatioMode.KeepAspectRatio)
-        reader.setScaledSize(size)
-    image = reader.read()
-    return image if not image.isNull() else QImage()
-
-
-def tint_thumbnail(thumb: QImage, mask: np.ndarray | None, color: QColor) -> QImage:
-    """``thumb`` with ``mask`` (bool, any size) blended in ``color`` (50 %)."""
-    if mask is None or thumb.isNull():
-        return thumb
-    rgb = qimage_to_rgb(thumb)
+def tint_thumbnail(thumb: np.ndarray, mask: np.ndarray | None, color: QColor) -> QImage:
+    """uint8 (h, w, 3) RGB ``thumb`` with ``mask`` (bool, any size) blended in ``color`` (50 %)."""
+    if mask is None:
+        return rgb_to_qimage(thumb)
+    rgb = np.array(thumb, dtype=np.uint8)  # a copy: the stored thumbnail stays untinted
     h, w = rgb.shape[:2]
     m = cv2.resize(mask.astype(np.uint8) * 255, (w, h), interpolation=cv2.INTER_AREA) > 127
     tint = np.array([color.red(), color.green(), color.blue()], np.float32)

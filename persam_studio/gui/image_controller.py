@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from PySide6.QtCore import QObject, Signal
-from PySide6.QtGui import QImage, QUndoCommand, QUndoStack
+from PySide6.QtGui import QUndoCommand, QUndoStack
 
 from persam_studio.core.io.album import Stroke
 from persam_studio.core.types import Box, Point
@@ -26,12 +26,6 @@ from persam_studio.gui.session import ImageSession, PromptRequest
 from persam_studio.gui.workers import HIGH, NORMAL, Lane
 
 Restore = Callable[[tuple[int, int], tuple[int, int]], EditState]
-
-
-def load_for_display(path: Path) -> tuple[Any, QImage]:
-    """Decode ``path`` and make its QImage (I/O lane)."""
-    loaded = backend.load_pixels(path)
-    return loaded, rgb_to_qimage(loaded.pixels)
 
 
 class _StateCommand(QUndoCommand):
@@ -86,7 +80,9 @@ class ImageController(QObject):
         self._pending_path = path
         self._loading = True
         self.io_lane.submit(
-            load_for_display, path, slot="load", priority=HIGH,
+            # Decoded to numpy in the worker; the QImage is made on this thread
+            # (Qt image code in a worker can deadlock: see gui/thumbnails.py).
+            backend.load_pixels, path, slot="load", priority=HIGH,
             on_done=lambda r, p=path: self._on_loaded(p, r),
             on_error=lambda e, p=path: self._on_load_failed(p, e),
         )
@@ -108,16 +104,17 @@ class ImageController(QObject):
     def state(self) -> EditState | None:
         return None if self.session is None else self.session.state
 
-    def _on_loaded(self, path: Path, result: tuple[Any, QImage]) -> None:
+    def _on_loaded(self, path: Path, loaded: Any) -> None:
         if path != self._pending_path:
             return  # the user has moved on
         self._loading = False
-        loaded, qimage = result
         size = loaded.size
         disp = display_size(size, self.display_cap)
         self.pixels = loaded.pixels
         self.session = ImageSession(path, size, disp)
-        self.canvas.set_image(qimage)
+        # No copy: set_image turns it into a pixmap at once, and self.pixels
+        # keeps the array alive meanwhile.
+        self.canvas.set_image(rgb_to_qimage(loaded.pixels, copy=False))
         state = self._restore(size, disp) if self._restore else EditState()
         self.session.set_state(state)
         self._refresh()

@@ -15,10 +15,12 @@ from persam_studio.gui.actions import Actions
 from persam_studio.gui.album_controller import AlbumController
 from persam_studio.gui.album_panel import AlbumPanel
 from persam_studio.gui.canvas import Canvas
+from persam_studio.gui.dialogs.about import AboutDialog, about_info
 from persam_studio.gui.dialogs.export_dialog import ALBUM, CURRENT, ExportDialog
 from persam_studio.gui.dialogs.model_dialog import ModelDialog
 from persam_studio.gui.dialogs.settings_dialog import SettingsDialog
 from persam_studio.gui.dialogs.shortcuts import ShortcutsDialog
+from persam_studio.gui.icon import app_icon
 from persam_studio.gui.image_controller import ImageController
 from persam_studio.gui.jobs_controller import JobsController, default_export_dir
 from persam_studio.gui.model_controller import EngineFactory, ModelController
@@ -55,6 +57,7 @@ class MainWindow(QMainWindow):
         super().__init__()
         self.settings = settings
         self.setWindowTitle(TITLE)
+        self.setWindowIcon(app_icon())  # also when built without create_application (tests, embedding)
         self.setAcceptDrops(True)
         self.model_lane = Lane("model", 1, synchronous, self)
         self.io_lane = Lane("io", 2, synchronous, self)
@@ -82,6 +85,7 @@ class MainWindow(QMainWindow):
         self.actions_ = Actions(self, self.images.undo_stack)
         self.actions_.install(self)
         self.model_dialog: ModelDialog | None = None
+        self.about_dialog: AboutDialog | None = None
         self._wire()
         self.canvas.set_opacity(settings.opacity)
         self.canvas.set_outline(settings.outline)
@@ -125,6 +129,13 @@ class MainWindow(QMainWindow):
         a.settings.triggered.connect(self._ask_settings)
         a.model.triggered.connect(self._show_model_dialog)
         a.shortcuts.triggered.connect(lambda: ShortcutsDialog(self).exec())
+        a.about.triggered.connect(self._show_about)
+        # Buttons doing what an action does say so with the action's words and keys.
+        for button, action in ((self.side.use_button, a.use_reference), (self.side.propagate_button, a.propagate),
+                               (self.side.accept_button, a.accept), (s.cancel, a.cancel_job)):
+            button.setToolTip(action.toolTip())
+        self.side.brush.setToolTip(f"Width of the brush and eraser on screen ({a.keys(a.brush_smaller)} smaller, "
+                                   f"{a.keys(a.brush_larger)} larger)")
 
         self.side.opacity_changed.connect(c.set_opacity)
         self.side.outline_toggled.connect(c.set_outline)
@@ -245,6 +256,14 @@ class MainWindow(QMainWindow):
         if dialog.exec():
             self.settings.model_choice = dialog.choice()
             self.model.load(self.settings.model_choice)
+
+    def _show_about(self) -> None:
+        if self.about_dialog is not None:
+            self.about_dialog.close()
+        album = self.albums.album
+        info = about_info(self.model.info, self.settings.model_choice, album.root if album else None)
+        self.about_dialog = AboutDialog(info, self)
+        self.about_dialog.show()  # non-modal, like the other info dialogs
 
     def _show_error(self, message: str) -> None:
         box = QMessageBox(QMessageBox.Icon.Warning, TITLE, message, QMessageBox.StandardButton.Ok, self)
