@@ -20,9 +20,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from persam_studio.core.album import Album, ImageRecord, ImageState
+from persam_studio.core.io.album import Album, ImageRecord, ImageState
 from persam_studio.core.errors import PersamError
-from persam_studio.core.imageio import load_image
+from persam_studio.core.io.imageio import load_image
 
 
 def load_thumbnail(path: Path, side: int) -> np.ndarray:

@@ -58,7 +58,7 @@ def test_load_thumbnail_scales_to_the_long_side_and_names_the_problem(bad_album)
 
 def test_unreadable_photos_get_an_error_badge_and_their_reason(qtbot, settings, bad_album):
     from persam_studio.gui.album_panel import ERROR_COLOR, STATE_COLORS
-    from persam_studio.core.album import ImageState
+    from persam_studio.core.io.album import ImageState
 
     window = _window_without_model(qtbot, settings)
     window.resize(1280, 820)
