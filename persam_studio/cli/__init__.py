@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "propagate": "persam_studio.cli.propagate",
     "eval-perseg": "persam_studio.cli.eval_perseg",
     "cutout": "persam_studio.cli.cutout",
+    "export-dataset": "persam_studio.cli.export_dataset",
     "bench": "persam_studio.cli.bench",
 }
 

@@ -93,23 +93,6 @@ def _targets(parser: argparse.ArgumentParser, items: list[tuple[str, str]]) -> l
     return groups
 
 
-def _output_names(paths: list[Path]) -> list[str]:
-    """Mask file stems, unique (case-insensitively) and stable for a given input list."""
-    stems = [p.stem for p in paths]
-    counts: dict[str, int] = {}
-    for s in stems:
-        counts[s.casefold()] = counts.get(s.casefold(), 0) + 1
-    out, used = [], set()
-    for p, s in zip(paths, stems):
-        name = s if counts[s.casefold()] == 1 else f"{s}_{p.suffix.lstrip('.').lower()}"
-        base, k = name, 2
-        while name.casefold() in used:
-            name, k = f"{base}_{k}", k + 1
-        used.add(name.casefold())
-        out.append(name)
-    return out
-
-
 def _read_report(path: Path) -> dict[tuple[str, str], dict[str, str]]:
     try:
         with open(path, newline="", encoding="utf-8") as fh:
@@ -151,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
     from persam_studio.core.io.imageio import list_images, load_image, load_mask
     from persam_studio.core.personalize.persam import fit_target
     from persam_studio.core.personalize.propagate import DOUBTFUL_BELOW, is_doubtful, propagate
+    from persam_studio.core.io.naming import output_stems
 
     parser = args._parser
     specs = _targets(parser, args.ref_items)
@@ -180,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
             bar.close()
 
     several = len(targets) > 1
-    names = _output_names(paths)
+    names = output_stems(paths)
 
     def out(name: str, target: str, suffix: str = "") -> Path:
         return (outdir / target if several else outdir) / f"{name}{suffix}.png"

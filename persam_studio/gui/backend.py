@@ -17,8 +17,8 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from persam_studio.core.io.album import Stroke
-from persam_studio.core.geometry import sam_input_size
-from persam_studio.gui.editing import Prediction, display_size, render_strokes
+from persam_studio.core.io.album_masks import full_size_logits, full_size_mask
+from persam_studio.gui.editing import Prediction, display_size
 from persam_studio.gui.session import PromptRequest
 
 
@@ -99,47 +99,6 @@ def predict(engine: Any, embedding: Any, request: PromptRequest) -> Prediction:
     return Prediction.from_masks(
         result.low_res_logits, result.iou_predictions, masks, time.perf_counter() - t0
     )
-
-
-def full_size_mask(
-    original_size: tuple[int, int],
-    logits: np.ndarray | None = None,
-    bitmap: np.ndarray | None = None,
-    strokes: Sequence[Stroke] = (),
-) -> np.ndarray:
-    """The mask at full image size, for export and references.
-
-    Args:
-        original_size: (H, W) of the oriented image.
-        logits: float (256, 256) low-res logits of the base, or None.
-        bitmap: bool (H, W) base given as pixels, or None.
-        strokes: brush/eraser strokes in image pixels.
-
-    Returns:
-        bool (H, W). Upsampled once, here, never on a click.
-    """
-    if logits is not None:
-        mask = full_size_logits(original_size, logits) > 0.0
-    elif bitmap is not None:
-        mask = np.asarray(bitmap, bool)
-    else:
-        mask = np.zeros(original_size, bool)
-    if strokes:
-        mask = render_strokes(mask, tuple(strokes), original_size)
-    return mask
-
-
-def full_size_logits(original_size: tuple[int, int], logits: np.ndarray) -> np.ndarray:
-    """float32 (H, W) SAM logits at full size from the album's (256, 256) low-res logits."""
-    from persam_studio.core.types import MaskResult
-
-    result = MaskResult(
-        low_res_logits=np.asarray(logits, np.float32).reshape(1, 256, 256),
-        iou_predictions=np.zeros(1, np.float32),
-        original_size=tuple(original_size),
-        input_size=sam_input_size(original_size),
-    )
-    return result.logits(0, tuple(original_size))
 
 
 # -- long jobs (generators: one step per item) ----------------------------------

@@ -21,6 +21,7 @@ import numpy as np
 
 from persam_studio.core.io.album import Stroke
 from persam_studio.core.types import Box, Point
+from persam_studio.core.io.album_masks import render_strokes  # noqa: F401  (re-exported for the GUI)
 from persam_studio.core.geometry import sam_input_size
 
 #: Longest side of display masks by default; the canvas may pass its own.
@@ -206,34 +207,3 @@ class EditState:
         if base is None:
             base = np.zeros(size, bool)
         return render_strokes(base, self.strokes, original_size)
-
-
-def render_strokes(
-    mask: np.ndarray, strokes: tuple[Stroke, ...] | list[Stroke], original_size: tuple[int, int]
-) -> np.ndarray:
-    """Paint ``strokes`` (original-image coordinates) onto a copy of ``mask``.
-
-    Args:
-        mask: bool (h, w) at any size; strokes are scaled from
-            ``original_size`` (H, W) to it.
-
-    Returns:
-        bool (h, w).
-    """
-    h, w = mask.shape
-    sy, sx = h / original_size[0], w / original_size[1]
-    out = mask.astype(np.uint8)
-    shift = 4  # sub-pixel precision for cv2 drawing
-    for s in strokes:
-        value = 1 if s.mode == "add" else 0
-        r = max(1, int(round(s.radius * (sx + sy) / 2 * (1 << shift))))
-        pts = np.round(np.array(s.points, float).reshape(-1, 2) * (sx, sy) * (1 << shift)).astype(np.int32)
-        if len(pts) == 1:
-            cv2.circle(out, tuple(int(v) for v in pts[0]), r, value, -1, cv2.LINE_8, shift)
-        else:
-            # Thick polylines get round joins and caps from the circles.
-            for p in pts:
-                cv2.circle(out, (int(p[0]), int(p[1])), r, value, -1, cv2.LINE_8, shift)
-            thickness = max(1, int(round(2 * r / (1 << shift))))
-            cv2.polylines(out, [pts], False, value, thickness, cv2.LINE_8, shift)
-    return out.astype(bool)
