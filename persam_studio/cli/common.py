@@ -6,7 +6,10 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:  # pragma: no cover
+    from persam_studio.core.segment.engine import Engine
 
 
 class ProgressBar:
@@ -51,17 +54,13 @@ class ProgressBar:
         return f"{text} {note}".rstrip()
 
 
-def open_engine(args: argparse.Namespace):
-    """Build the :class:`~persam_studio.core.segment.engine.Engine` the common options ask for.
+def open_engine(args: argparse.Namespace) -> Engine:
+    """The :class:`~persam_studio.core.segment.engine.Engine` the common options ask for.
 
     Raises:
         CheckpointError: no checkpoint found, or the file is not a SAM model.
     """
-    from persam_studio.core.segment.cache import EmbeddingCache, default_cache_dir
-    from persam_studio.core.segment.engine import Engine
-    from persam_studio.core.models import load_model, require_checkpoint
+    from persam_studio.core.segment.session import open_engine as _open
 
-    path = require_checkpoint(getattr(args, "checkpoint", None), getattr(args, "model", None))
-    loaded = load_model(path, getattr(args, "model", None), device=getattr(args, "device", None))
-    cache_dir = Path(args.cache_dir) if getattr(args, "cache_dir", None) else default_cache_dir()
-    return Engine(loaded.sam, loaded.model_key, EmbeddingCache(cache_dir))
+    return _open(getattr(args, "checkpoint", None), getattr(args, "model", None),
+                 getattr(args, "device", None), getattr(args, "cache_dir", None))

@@ -55,15 +55,11 @@ def open_engine(choice: ModelChoice) -> tuple[Any, EngineInfo]:
     Raises:
         CheckpointError: no checkpoint, or not a SAM checkpoint.
     """
-    from persam_studio.core.segment.cache import EmbeddingCache, default_cache_dir
-    from persam_studio.core.segment.engine import Engine
-    from persam_studio.core.models import load_model, require_checkpoint
+    from persam_studio.core.segment.session import open_engine as _open
 
-    path = require_checkpoint(choice.checkpoint or None, choice.model_type or None)
-    loaded = load_model(path, choice.model_type or None, device=choice.device or None)
-    cache_dir = Path(choice.cache_dir) if choice.cache_dir else default_cache_dir()
-    engine = Engine(loaded.sam, loaded.model_key, EmbeddingCache(cache_dir))
-    return engine, EngineInfo(loaded.model_type, str(engine.device), str(path), str(cache_dir))
+    engine = _open(choice.checkpoint, choice.model_type, choice.device, choice.cache_dir)
+    cache_dir = engine.cache.directory if engine.cache is not None and engine.cache.directory else ""
+    return engine, EngineInfo(engine.model_type, str(engine.device), str(engine.checkpoint), str(cache_dir))
 
 
 def load_pixels(path: Path) -> Any:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Callable, Sequence
 
 import numpy as np
@@ -103,11 +104,16 @@ class PersamResult:
     target_name: str = ""
     seconds: float = 0.0
 
+    @cached_property
+    def mask_result(self) -> MaskResult:
+        """This mask as the engine's :class:`MaskResult` (one candidate), for
+        upsampling by the one shared path (memoised per size there)."""
+        return MaskResult(self.low_res_logits, np.array([self.iou], np.float32),
+                          self.original_size, self.input_size, self.seconds)
+
     def logits(self, size: tuple[int, int] | None = None) -> np.ndarray:
         """float32 (height, width) logits at ``size`` (default the original size)."""
-        size = tuple(self.original_size if size is None else size)
-        low = torch.from_numpy(np.ascontiguousarray(self.low_res_logits))[None]
-        return upscale_logits(low, self.input_size, size)[0, 0].numpy()
+        return self.mask_result.logits(0, size)
 
     def mask(self, size: tuple[int, int] | None = None) -> np.ndarray:
         """bool (height, width) mask at ``size`` (default the original size)."""

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -51,16 +52,27 @@ class Engine:
         fast: use the fast ViT encoder and mask decoder forwards when they
             apply (core/fast_vit.py, core/fast_decoder.py: same results within
             float rounding); ``False`` runs the stock forwards.
+        model_type, checkpoint: what was loaded, for display (see
+            :func:`persam_studio.core.segment.session.open_engine`).
 
     Thread safety: one model call at a time (an internal lock), so a GUI may
     call from a worker thread while another worker prepares the album.
     """
 
     def __init__(
-        self, sam: Sam, model_key: str, cache: EmbeddingCache | None = None, *, fast: bool = True
+        self,
+        sam: Sam,
+        model_key: str,
+        cache: EmbeddingCache | None = None,
+        *,
+        fast: bool = True,
+        model_type: str = "",
+        checkpoint: Path | None = None,
     ) -> None:
         self.sam = sam.eval()
         self.model_key = model_key
+        self.model_type = model_type or model_key.split("-", 1)[0]
+        self.checkpoint = checkpoint  # the file the weights came from, if any
         self.cache = cache
         # The fast ViT forward (core/fast_vit.py) computes the same embedding
         # about twice as fast on a CPU. It is called directly rather than
