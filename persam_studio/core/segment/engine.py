@@ -50,7 +50,7 @@ class Engine:
             :func:`persam_studio.core.models.model_key`); part of cache keys.
         cache: an embedding cache, or ``None`` for no caching.
         fast: use the fast ViT encoder and mask decoder forwards when they
-            apply (core/fast_vit.py, core/fast_decoder.py: same results within
+            apply (core/models/fast_vit.py, core/models/fast_decoder.py: same results within
             float rounding); ``False`` runs the stock forwards.
         model_type, checkpoint: what was loaded, for display (see
             :func:`persam_studio.core.segment.session.open_engine`).
@@ -74,7 +74,7 @@ class Engine:
         self.model_type = model_type or model_key.split("-", 1)[0]
         self.checkpoint = checkpoint  # the file the weights came from, if any
         self.cache = cache
-        # The fast ViT forward (core/fast_vit.py) computes the same embedding
+        # The fast ViT forward (core/models/fast_vit.py) computes the same embedding
         # about twice as fast on a CPU. It is called directly rather than
         # patched into the module, so a stock SamPredictor sharing these
         # weights stays stock. Other encoders (TinyViT) run their own forward.
