@@ -23,7 +23,6 @@ applied), x = column, y = row, origin at the top-left corner.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import threading
 import time
 from dataclasses import dataclass, field
@@ -35,22 +34,10 @@ import torch.nn.functional as F
 from segment_anything.modeling import Sam
 
 from persam_studio.core.geometry import to_input_frame
+from persam_studio.core.hashing import image_key  # noqa: F401 - re-exported: engine.image_key is public
 
 if TYPE_CHECKING:  # pragma: no cover
     from persam_studio.core.cache import EmbeddingCache
-
-
-def image_key(pixels: np.ndarray) -> str:
-    """Content hash of decoded pixels (any shape/dtype), 32 hex digits.
-
-    Two files with the same oriented pixels share an embedding; a re-saved or
-    re-rotated file does not.
-    """
-    pixels = np.ascontiguousarray(pixels)
-    h = hashlib.blake2b(digest_size=16)
-    h.update(f"{pixels.shape}|{pixels.dtype.str}|".encode())
-    h.update(memoryview(pixels).cast("B"))
-    return h.hexdigest()
 
 
 @dataclass(frozen=True, eq=False)
