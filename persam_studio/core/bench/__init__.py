@@ -27,6 +27,7 @@ SECTIONS: dict[str, str] = {
     "encoder": "persam_studio.core.bench.encoder_bench",
     "persam": "persam_studio.core.bench.persam_bench",
     "matting": "persam_studio.core.bench.matting_bench",
+    "subject": "persam_studio.core.bench.subject_bench",
 }
 
 
