@@ -48,6 +48,7 @@ SUFFIX = ".smap"
 _PREFIX = struct.Struct("<8sI")
 _DIGEST = 16
 _MAX_SIDE = 4096
+_MAX_BYTES = _PREFIX.size + 64 * 1024 + _MAX_SIDE * _MAX_SIDE * 2 + _DIGEST
 MiB = 1024 * 1024
 
 
@@ -129,7 +130,8 @@ class SubjectMapCache:
         if path is None:
             return None
         try:
-            data = path.read_bytes()
+            with open(path, "rb") as fh:
+                data = fh.read(_MAX_BYTES + 1)  # never slurp a huge foreign file; decode_map rejects it
         except FileNotFoundError:
             return None
         except OSError as exc:
