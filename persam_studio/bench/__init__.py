@@ -21,12 +21,16 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+#: ../shared beside the repository (test photos, PerSeg, the lemur, the IS-Net model), when present.
+SHARED = Path(__file__).resolve().parents[2].parent / "shared"
+
 # Section name -> module. Missing modules (areas not built yet) are skipped.
 SECTIONS: dict[str, str] = {
     "engine": "persam_studio.bench.engine_bench",
     "encoder": "persam_studio.bench.encoder_bench",
     "persam": "persam_studio.bench.persam_bench",
     "matting": "persam_studio.bench.matting_bench",
+    "subject": "persam_studio.bench.subject_bench",
 }
 
 
@@ -102,8 +106,7 @@ class BenchContext:
         from persam_studio.core.io.imageio import load_image
 
         candidates = [self.photo] if self.photo else []
-        here = Path(__file__).resolve().parents[3]
-        candidates.append(here.parent / "shared" / "data" / "photos" / "truck.jpg")
+        candidates.append(SHARED / "data" / "photos" / "truck.jpg")
         for c in candidates:
             if c is not None and Path(c).exists():
                 return load_image(c).pixels

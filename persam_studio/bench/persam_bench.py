@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from persam_studio.bench import BenchContext, Row, synthetic_photo
+from persam_studio.bench import SHARED, BenchContext, Row, synthetic_photo
 
 STEPS = 1000
 
@@ -31,7 +31,7 @@ def _examples() -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Images [ref, album1, album2, (new ref = album2)] and their masks."""
     from persam_studio.core.io.imageio import load_image, load_mask
 
-    folder = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "perseg-examples"
+    folder = SHARED / "data" / "perseg-examples"
     names = ["cat_00", "cat_01", "duck_toy_01"]
     if all((folder / f"{n}.jpg").exists() and (folder / f"{n}.png").exists() for n in names):
         images = [load_image(folder / f"{n}.jpg").pixels for n in names]

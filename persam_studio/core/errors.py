@@ -36,6 +36,10 @@ class CheckpointError(PersamError):
     """A checkpoint is missing, truncated, corrupt or not a SAM model."""
 
 
+class SubjectModelError(PersamError):
+    """A subject (salient object) model is missing, truncated, not ONNX or of the wrong shape."""
+
+
 class DownloadError(PersamError):
     """A model download failed (offline, interrupted, checksum mismatch)."""
 

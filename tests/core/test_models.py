@@ -489,6 +489,16 @@ def test_checksum_mismatch_leaves_nothing(server, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_md5_only_entries_are_verified_with_md5(server, tmp_path):
+    # rembg publishes only MD5s for its subject models.
+    good = replace(server.info, sha256=None, md5=hashlib.md5(PAYLOAD).hexdigest())
+    assert models.download(good, tmp_path, timeout=5).read_bytes() == PAYLOAD
+    bad = replace(good, filename="other.pth", md5="f" * 32)
+    with pytest.raises(DownloadError, match=r"checksum mismatch \(expected MD5 ffffffffffff\.\.\., got"):
+        models.download(bad, tmp_path, timeout=5)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["weights.pth"]
+
+
 def test_unverified_download_when_no_hash_is_known(server, tmp_path):
     path = models.download(replace(server.info, sha256=None), tmp_path, timeout=5)
     assert path.read_bytes() == PAYLOAD

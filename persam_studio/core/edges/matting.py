@@ -46,6 +46,7 @@ def refine_alpha(
     mask: np.ndarray,
     logits: np.ndarray | None = None,
     *,
+    soft: np.ndarray | None = None,
     should_cancel: Callable[[], bool] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Soft alpha and background-free colours for the object in ``mask``.
@@ -55,6 +56,9 @@ def refine_alpha(
         mask: bool (H, W), True = object, same frame.
         logits: optional float32 (H, W) SAM mask logits upscaled to the image
             (``MaskResult.logits(i)``); where SAM was unsure the band widens.
+        soft: optional float32 (H, W) in [0, 1], a subject model's soft map
+            (select subject; ``mask`` is then ``soft >= 0.5``); where the
+            model hesitated the band widens.
         should_cancel: polled between stages and during the solve; when it
             returns True, :class:`~persam_studio.core.errors.Cancelled` is raised.
 
@@ -63,7 +67,7 @@ def refine_alpha(
         RGB colours of the object with the old background removed (equal to
         ``pixels`` where alpha is 1; estimated colours where it is below 1).
     """
-    return refine_matte(pixels, mask, logits, should_cancel=should_cancel)
+    return refine_matte(pixels, mask, logits, soft=soft, should_cancel=should_cancel)
 
 
 def refine_matte(
@@ -72,10 +76,12 @@ def refine_matte(
     logits: np.ndarray | None = None,
     params: MattingParams = MattingParams(),
     *,
+    soft: np.ndarray | None = None,
     should_cancel: Callable[[], bool] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`refine_alpha` with explicit :class:`MattingParams`."""
     pixels, mask, logits = _check(pixels, mask, logits)
+    _, _, soft = _check(pixels, mask, soft)  # the same checks as the logits
     check = _canceller(should_cancel)
     h, w = mask.shape
     alpha = mask.astype(np.float32)
@@ -86,9 +92,12 @@ def refine_matte(
     scale = min(1.0, params.work_size / max(h, w))
     for _ in range(3):
         small, small_mask, small_logits = _downscale(pixels, mask, logits, scale)
+        small_soft = soft if soft is None or scale >= 1.0 else cv2.resize(
+            soft, small_mask.shape[::-1], interpolation=cv2.INTER_AREA)
         sh, sw = small_mask.shape
         check()
-        trimap = build_trimap(small, small_mask, small_logits, params.trimap, unit=mask_unit((h, w)) * sw / w)
+        trimap = build_trimap(small, small_mask, small_logits, params.trimap, unit=mask_unit((h, w)) * sw / w,
+                              soft=small_soft)
         unknown = trimap == UNKNOWN
         count = int(unknown.sum())
         if count <= params.max_unknown:

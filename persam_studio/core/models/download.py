@@ -1,9 +1,10 @@
 """Downloading an official checkpoint, resumable and verified.
 
 :func:`download` streams to a ``.part`` file, resumes with HTTP ranges,
-verifies the SHA-256 and only then moves the file into place. The registry
-(``KNOWN_MODELS``) and the folder helpers come from :mod:`.registry`.
-Failures are one-line :class:`DownloadError` messages; no torch is needed.
+verifies the SHA-256 (or the MD5, for entries that publish only that) and
+only then moves the file into place. The registry (``KNOWN_MODELS``) and the
+folder helpers come from :mod:`.registry`. Failures are one-line
+:class:`DownloadError` messages; no torch is needed.
 """
 
 from __future__ import annotations
@@ -56,9 +57,9 @@ def download(
 
     Streams to ``<dest>/.<filename>.part``; an interrupted transfer is resumed
     with an HTTP Range request (automatically, and on the next call). The
-    SHA-256 is computed while streaming and the file is moved into place with
-    ``os.replace`` only when it matches; with ``sha256=None`` it is not
-    verified (the CLI says so). An existing verified file is returned as is.
+    SHA-256 (or ``info.md5`` when no SHA-256 is known) is computed while
+    streaming and the file is moved into place with ``os.replace`` only when
+    it matches; with neither it is not verified (the CLI says so). An existing verified file is returned as is.
     ``progress(done_bytes, total_bytes)`` is called after each MiB;
     ``should_cancel()`` is polled as often.
 
@@ -73,7 +74,8 @@ def download(
         raise DownloadError(None, f"unknown model {model!r}; known: {', '.join(registry.KNOWN_MODELS)}")
     dest_dir = Path(dest_dir).expanduser() if dest_dir else default_download_dir()
     final = dest_dir / info.filename
-    if final.is_file() and (info.sha256 is None or _sha256_of(final, should_cancel) == info.sha256):
+    algo, expected = _expected_digest(info)
+    if final.is_file() and (expected is None or _digest_of(final, algo, should_cancel) == expected):
         return final
     try:
         dest_dir.mkdir(parents=True, exist_ok=True)
@@ -83,16 +85,16 @@ def download(
     for attempt in range(1, _MAX_ATTEMPTS + 1):
         before = _size(part)
         try:
-            digest = _fetch(info, part, progress, should_cancel, timeout)
+            digest = _fetch(info, algo, part, progress, should_cancel, timeout)
             break
         except _Interrupted as exc:
             if attempt < _MAX_ATTEMPTS and _size(part) > before:
                 continue  # the connection dropped after some progress: resume
             raise DownloadError(info.url, f"download interrupted at {_size(part) / 1e6:.1f} MB ({exc.reason}); "
                                 "run it again to resume") from None
-    if info.sha256 and digest != info.sha256:
+    if expected and digest != expected:
         part.unlink(missing_ok=True)
-        raise DownloadError(info.filename, f"checksum mismatch (expected SHA-256 {info.sha256[:12]}..., "
+        raise DownloadError(info.filename, f"checksum mismatch (expected {_LABELS[algo]} {expected[:12]}..., "
                             f"got {digest[:12]}...); the download was deleted, try again")
     try:
         os.replace(part, final)
@@ -109,8 +111,18 @@ def _size(path: Path) -> int:
         return 0
 
 
-def _sha256_of(path: Path, should_cancel: Callable[[], bool] | None, h: Any = None) -> str:
-    h = h or hashlib.sha256()
+_LABELS = {"sha256": "SHA-256", "md5": "MD5"}
+
+
+def _expected_digest(info: ModelInfo) -> tuple[str, str | None]:
+    """(hashlib algorithm, expected hex digest or None): SHA-256 when known, else MD5."""
+    if info.sha256 or not info.md5:
+        return "sha256", info.sha256
+    return "md5", info.md5.lower()
+
+
+def _digest_of(path: Path, algo: str, should_cancel: Callable[[], bool] | None, h: Any = None) -> str:
+    h = h or hashlib.new(algo)
     with open(path, "rb") as fh:
         while chunk := fh.read(_CHUNK):
             if should_cancel and should_cancel():
@@ -119,13 +131,13 @@ def _sha256_of(path: Path, should_cancel: Callable[[], bool] | None, h: Any = No
     return h.hexdigest()
 
 
-def _fetch(info: ModelInfo, part: Path, progress: Callable[[int, int], None] | None,
+def _fetch(info: ModelInfo, algo: str, part: Path, progress: Callable[[int, int], None] | None,
            should_cancel: Callable[[], bool] | None, timeout: float) -> str:
-    """One HTTP request; appends to ``part`` and returns the SHA-256 of the whole part."""
+    """One HTTP request; appends to ``part`` and returns the ``algo`` hex digest of the whole part."""
     have = _size(part)
-    hasher = hashlib.sha256()
+    hasher = hashlib.new(algo)
     if have:
-        _sha256_of(part, should_cancel, hasher)  # the hash must cover the bytes already there
+        _digest_of(part, algo, should_cancel, hasher)  # the hash must cover the bytes already there
     headers = {"User-Agent": _USER_AGENT, "Accept-Encoding": "identity"}
     if have:
         headers["Range"] = f"bytes={have}-"
@@ -135,14 +147,14 @@ def _fetch(info: ModelInfo, part: Path, progress: Callable[[int, int], None] | N
         exc.close()
         if exc.code == 416 and have:  # nothing past our end: the part is stale; start over
             part.unlink(missing_ok=True)
-            return _fetch(info, part, progress, should_cancel, timeout)
+            return _fetch(info, algo, part, progress, should_cancel, timeout)
         raise DownloadError(info.url, f"HTTP error {exc.code} {exc.reason}") from None
     except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
         raise DownloadError(info.url, _unreachable(info.url, getattr(exc, "reason", exc), timeout)) from None
     with response:
         resumed = have > 0 and response.status == 206 and _range_start(response.headers.get("Content-Range")) == have
         if not resumed:  # a full body (server ignored Range) or a range we did not ask for
-            have, hasher = 0, hashlib.sha256()
+            have, hasher = 0, hashlib.new(algo)
         length = response.headers.get("Content-Length")
         total = have + int(length) if length and length.isdigit() else info.size_bytes
         done = have

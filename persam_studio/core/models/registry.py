@@ -32,8 +32,9 @@ class ModelInfo:
     """An official checkpoint: where to get it and how to recognise it.
 
     ``sha256`` is the full hex digest of the file (None if unknown: a download
-    is then not verified). ``size_bytes`` is for display. ``cpu_speed_rank``:
-    lower is faster on a CPU.
+    is then not verified). ``md5`` is used instead where a publisher gives
+    only that (rembg's subject models); SHA-256 wins when both are set.
+    ``size_bytes`` is for display. ``cpu_speed_rank``: lower is faster on a CPU.
     """
 
     name: str
@@ -43,6 +44,7 @@ class ModelInfo:
     size_bytes: int
     description: str
     cpu_speed_rank: int
+    md5: str | None = None
 
 
 _SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
