@@ -83,6 +83,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PersamError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except MemoryError:
+        # A photo or model too large for this machine is the user's problem
+        # to solve (smaller model, fewer images), not a traceback to read.
+        print("error: not enough memory for this job", file=sys.stderr)
+        return 1
     except Cancelled:
         print("cancelled", file=sys.stderr)
         return 130

@@ -9,21 +9,26 @@ One target writes ``OUTDIR/<stem>.png``; several write ``OUTDIR/<name>/<stem>.pn
 ``OUTDIR/report.csv`` (file, target, confidence, iou, similarity_peak, status,
 error) is rewritten atomically after every image. A run that is stopped can be
 started again with the same command: masks already in OUTDIR are kept (their
-report rows too) and only the missing ones are computed.
+report rows too) and only the missing ones are computed. The loop itself
+(names, report, resume, per-image errors) is :mod:`persam_studio.core.jobs`.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import io
-import re
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
-REPORT = "report.csv"
+from persam_studio.core.jobs.report import REPORT_NAME as REPORT
+
+if TYPE_CHECKING:
+    from persam_studio.core.jobs import Item, Row
+    from persam_studio.core.personalize.persam import Target
+    from persam_studio.core.personalize.targets import ReferenceGroup
+    from persam_studio.core.segment.engine import Engine
+
 COLUMNS = ["file", "target", "confidence", "iou", "similarity_peak", "status", "error"]
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]*$")
 
 
 class _Ordered(argparse.Action):
@@ -62,56 +67,44 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     p.set_defaults(func=run, _parser=p, ref_items=[])
 
 
-def _targets(parser: argparse.ArgumentParser, items: list[tuple[str, str]]) -> list[tuple[str, list[tuple[str, str]]]]:
-    """(name, [(image, mask)]) per target from the ordered options."""
-    groups: list[tuple[str, list[tuple[str, str]]]] = []
-    if not any(kind == "target" for kind, _ in items):
-        groups.append(("target", []))
-    elif items[0][0] != "target":
+def _targets(parser: argparse.ArgumentParser, items: list[tuple[str, str]]) -> list[ReferenceGroup[str, str]]:
+    """The targets' reference groups from the ordered --target/--ref/--ref-mask options.
+
+    Pairing the options is this parser's job; naming and grouping the
+    references is :func:`persam_studio.core.personalize.targets.group_references`.
+    """
+    from persam_studio.core.errors import TargetError
+    from persam_studio.core.personalize.targets import DEFAULT_TARGET, group_references
+
+    if any(kind == "target" for kind, _ in items) and items[0][0] != "target":
         parser.error("put --target NAME before its --ref/--ref-mask pairs")
-    pending: str | None = None
+    names = [value for kind, value in items if kind == "target"] or [DEFAULT_TARGET]
+    if len(set(names)) != len(names):
+        parser.error("--target: give each NAME once (its --ref/--ref-mask pairs follow it)")
+    name, pending, triples = names[0], None, []
     for kind, value in items:
+        if pending is not None and kind != "ref_mask":
+            parser.error(f"--ref {pending} has no --ref-mask")
         if kind == "target":
-            if pending is not None:
-                parser.error(f"--ref {pending} has no --ref-mask")
-            if not _NAME.match(value) or value in {n for n, _ in groups} or value.casefold() == REPORT:
-                parser.error(f"--target {value!r}: use a unique name of letters, digits, space, _ . -")
-            groups.append((value, []))
+            name = value
         elif kind == "ref":
-            if pending is not None:
-                parser.error(f"--ref {pending} has no --ref-mask")
             pending = value
+        elif pending is None:
+            parser.error(f"--ref-mask {value} must follow its --ref IMAGE")
         else:
-            if pending is None:
-                parser.error(f"--ref-mask {value} must follow its --ref IMAGE")
-            groups[-1][1].append((pending, value))
+            triples.append((name, pending, value))
             pending = None
     if pending is not None:
         parser.error(f"--ref {pending} has no --ref-mask")
-    if not groups or any(not refs for _, refs in groups):
+    if {n for n, _, _ in triples} != set(names):
         parser.error("give --ref IMAGE --ref-mask MASK (after each --target NAME)")
-    return groups
-
-
-def _read_report(path: Path) -> dict[tuple[str, str], dict[str, str]]:
     try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            return {(r["file"], r["target"]): {c: r.get(c) or "" for c in COLUMNS} for r in csv.DictReader(fh)}
-    except (OSError, KeyError, csv.Error, UnicodeDecodeError):
-        return {}  # no report, or one we cannot read: start a fresh one
+        return group_references(triples, reserved=[REPORT])
+    except TargetError as exc:
+        parser.error(f"--target: {exc}")
 
 
-def _write_report(path: Path, rows: list[dict[str, str]]) -> None:
-    from persam_studio.core.io.atomic import atomic_write_text
-
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, buf.getvalue())
-
-
-def _row(file: str, target: str, result=None, status: str = "", error: str = "") -> dict[str, str]:
+def _row(file: str, target: str, result=None, status: str = "", error: str = "") -> Row:
     row = {"file": file, "target": target, "confidence": "", "iou": "", "similarity_peak": "",
            "status": status, "error": error}
     if result is not None:
@@ -132,26 +125,39 @@ def run(args: argparse.Namespace) -> int:
     from persam_studio.cli.common import ProgressBar, open_engine
     from persam_studio.core.errors import PersamError
     from persam_studio.core.io.imageio import list_images, load_image, load_mask
+    from persam_studio.core.jobs import Batch, Part, Report, plan
     from persam_studio.core.personalize.persam import fit_target
-    from persam_studio.core.personalize.propagate import DOUBTFUL_BELOW, is_doubtful, propagate
-    from persam_studio.core.io.naming import output_stems
+    from persam_studio.core.personalize.propagate import DOUBTFUL_BELOW
 
     parser = args._parser
-    specs = _targets(parser, args.ref_items)
+    groups = _targets(parser, args.ref_items)
     if args.refine and not args.cutouts:
         parser.error("--refine needs --cutouts")
     threshold = DOUBTFUL_BELOW if args.doubtful_below is None else args.doubtful_below
 
     # Every reference is checked before the model loads or anything is written.
-    refs = [(name, [(load_image(i), Path(m)) for i, m in pairs]) for name, pairs in specs]
+    refs = [(g.name, [(load_image(i), Path(m)) for i, m in g.references]) for g in groups]
     refs = [(name, [(img, load_mask(m, size=img.size)) for img, m in pairs]) for name, pairs in refs]
     outdir = Path(args.output)
-    excluded = {Path(m).resolve() for _, pairs in specs for _, m in pairs}
+    excluded = {Path(m).resolve() for g in groups for _, m in g.references}
     out_resolved = outdir.resolve()
     paths = [p for p in list_images(args.inputs, recursive=args.recursive)
              if p.resolve() not in excluded and not _inside(p, out_resolved)]
     if not paths:
         raise PersamError(None, "no images to process in " + ", ".join(args.inputs))
+
+    several = len(groups) > 1
+
+    def out(name: str, target: str) -> tuple[Path, Path | None]:
+        """(mask, cutout or None) of one image and target."""
+        folder = outdir / target if several else outdir
+        return folder / f"{name}.png", (folder / f"{name}_cutout.png" if args.cutouts else None)
+
+    def parts(source: Path, name: str) -> list[Part]:
+        return [Part((str(source), g.name), tuple(p for p in out(name, g.name) if p)) for g in groups]
+
+    batch = Batch(Report(outdir / REPORT, COLUMNS, key=("file", "target")), plan(paths, parts))
+    batch.check()  # a wrong -o fails now, not after the model loaded
 
     engine = open_engine(args)
     targets = []
@@ -163,79 +169,65 @@ def run(args: argparse.Namespace) -> int:
         if bar:
             bar.close()
 
-    several = len(targets) > 1
-    names = output_stems(paths)
-
-    def out(name: str, target: str, suffix: str = "") -> Path:
-        return (outdir / target if several else outdir) / f"{name}{suffix}.png"
-
-    outdir.mkdir(parents=True, exist_ok=True)
-    report_path = outdir / REPORT
-    previous = _read_report(report_path)
-    rows: dict[tuple[str, str], dict[str, str]] = {}
-    files = [str(p) for p in paths]
-
-    def flush() -> None:
-        ordered = [rows.get((f, t.name)) or previous.get((f, t.name)) for f in files for t in targets]
-        keys = {(f, t.name) for f in files for t in targets}
-        others = [r for k, r in previous.items() if k not in keys]
-        _write_report(report_path, [r for r in ordered if r] + others)
-
-    def done(i: int, target: str) -> bool:
-        return out(names[i], target).exists() and (not args.cutouts or out(names[i], target, "_cutout").exists())
-
-    def kept(f: str, target: str) -> dict[str, str]:
-        # A mask from an earlier run: its numbers stay, the status says this run skipped it.
-        return {**(previous.get((f, target)) or _row(f, target)), "status": "skipped", "error": ""}
-
-    todo = []
-    for i, f in enumerate(files):
-        if all(done(i, t.name) for t in targets):
-            for t in targets:
-                rows[(f, t.name)] = kept(f, t.name)
-        else:
-            todo.append(i)
-    skipped = len(paths) - len(todo)
+    work = _work(engine, targets, out, threshold, args.refine, paths)
     bar = ProgressBar(len(paths), "propagate")
-    bar.update(skipped)
-    failures: dict[str, None] = {}  # ordered, one line per problem
-    flush()
-    for item in propagate(engine, targets, [paths[i] for i in todo]):
-        i = todo[item.index]
-        f = files[i]
+    for step in batch.run(work):
+        bar.update(step.done)
+    counts = batch.counts()
+    bar.close(", ".join(f"{counts[k]} {k}" for k in ("ok", "doubtful", "error", "skipped") if counts.get(k)))
+    for message in batch.errors():
+        print(f"error: {message}", file=sys.stderr)
+    note = f", {batch.kept} kept from an earlier run" if batch.kept else ""
+    print(f"wrote {outdir} ({len(paths)} images{note}; report {batch.report.path})")
+    return 1 if batch.errors() else 0
+
+
+def _work(engine: Engine, targets: list[Target], out: Callable[[str, str], tuple[Path, Path | None]],
+          threshold: float, refine: bool, inputs: list[Path]) -> Callable[[Item], list[Row]]:
+    """The per-image work of the batch: segment every target, write cutout then mask, one row each.
+
+    ``out(name, target)`` gives the (mask, cutout or None) paths. A mask that
+    exists is an earlier run's: it is never rewritten (resume), only its row
+    and a missing cutout are made again.
+    """
+    from persam_studio.core.errors import PersamError
+    from persam_studio.core.io.export import save_mask_png
+    from persam_studio.core.io.imageio import load_mask
+    from persam_studio.core.jobs import item_error
+    from persam_studio.core.personalize.propagate import is_doubtful, segment_image
+
+    def work(item: Item) -> list[Row]:
+        found = segment_image(engine, targets, item.source)
+        f = str(item.source)
+        rows = []
         for t in targets:
-            result = item.results[t.name]
-            mask_path, cut_path = out(names[i], t.name), out(names[i], t.name, "_cutout")
+            result = found.results[t.name]
+            mask_path, cut_path = out(item.name, t.name)
             try:
                 if isinstance(result, str):
                     raise PersamError(None, result)
-                if mask_path.exists():  # kept from an earlier run; only its cutout is missing
-                    mask, logits = load_mask(mask_path, size=item.pixels.shape[:2], allow_empty=True), None
-                    row = kept(f, t.name)
+                kept = mask_path.is_file()
+                if kept:  # from an earlier run: never rewritten, only its row (or cutout) is missing
+                    mask, logits = load_mask(mask_path, size=found.pixels.shape[:2], allow_empty=True), None
+                    row = _row(f, t.name, result, "skipped")
                 else:
                     logits = result.logits()
                     mask = logits > 0
                     row = _row(f, t.name, result, "doubtful" if is_doubtful(result, threshold) else "ok")
-                if args.cutouts:
-                    _write_cutout(cut_path, item.pixels, mask, logits, args.refine, paths)
-                if not mask_path.exists():
+                if cut_path is not None and not (kept and cut_path.is_file()):
+                    _write_cutout(cut_path, found.pixels, mask, logits, refine, inputs)
+                if not kept:
                     # The mask last: its presence means this image is done.
-                    from persam_studio.core.io.export import save_mask_png
+                    save_mask_png(mask_path, mask, inputs=inputs)
+            except Exception as exc:  # noqa: BLE001 - sorted by item_error, bugs re-raised
+                message = item_error(exc, item.source)
+                if message is None:
+                    raise
+                row = _row(f, t.name, None if isinstance(result, str) else result, "error", message)
+            rows.append(row)
+        return rows
 
-                    save_mask_png(mask_path, mask, inputs=paths)
-            except PersamError as exc:
-                failures[str(exc)] = None
-                row = _row(f, t.name, None if isinstance(result, str) else result, "error", str(exc))
-            rows[(f, t.name)] = row
-        flush()
-        bar.update(skipped + item.index + 1)
-    counts = {s: sum(1 for r in rows.values() if r["status"] == s) for s in ("ok", "doubtful", "error", "skipped")}
-    bar.close(", ".join(f"{v} {k}" for k, v in counts.items() if v))
-    for message in failures:
-        print(f"error: {message}", file=sys.stderr)
-    note = f", {skipped} kept from an earlier run" if skipped else ""
-    print(f"wrote {outdir} ({len(paths)} images{note}; report {report_path})")
-    return 1 if failures else 0
+    return work
 
 
 def _write_cutout(path: Path, pixels, mask, logits, refine: bool, inputs: list[Path]) -> None:

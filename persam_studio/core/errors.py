@@ -44,6 +44,10 @@ class DownloadError(PersamError):
     """A model download failed (offline, interrupted, checksum mismatch)."""
 
 
+class TargetError(PersamError):
+    """Target names or the grouping of references into targets are invalid."""
+
+
 class OutputError(PersamError):
     """An output cannot be written (e.g. it would overwrite an input)."""
 

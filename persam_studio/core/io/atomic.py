@@ -11,9 +11,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import IO, Iterator
+
+# The temporary of ``dest`` is ".<dest name>.<8 random characters>.part":
+# mkstemp's random part is 8 characters of [a-z0-9_]. One pattern, so that
+# clean-up after a killed run removes only what this module made.
+_TEMP_SUFFIX = ".part"
+_TEMP_NAME = re.compile(r"^\.(?P<dest>.+)\.[a-z0-9_]{8}\.part$")
 
 
 @contextlib.contextmanager
@@ -26,7 +33,7 @@ def atomic_path(dest: str | Path) -> Iterator[Path]:
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=_TEMP_SUFFIX, dir=dest.parent)
     # mkstemp creates 0600; give the file the mode a plain open() would
     # (0666 less the umask) so exported masks are readable as usual.
     os.fchmod(fd, 0o666 & ~_umask())
@@ -62,6 +69,16 @@ def atomic_write_bytes(dest: str | Path, data: bytes) -> None:
 def atomic_write_text(dest: str | Path, text: str) -> None:
     """Write UTF-8 ``text`` to ``dest`` atomically."""
     atomic_write_bytes(dest, text.encode("utf-8"))
+
+
+def temporary_of(name: str) -> str | None:
+    """The destination file name a temporary called ``name`` was made for, or None.
+
+    ``temporary_of(".cat.png.k3x_9a2b.part") == "cat.png"``; any other name
+    (a user's own ``notes.part``, say) gives None.
+    """
+    match = _TEMP_NAME.match(name)
+    return match.group("dest") if match else None
 
 
 def _umask() -> int:

@@ -38,7 +38,7 @@ from persam_studio.core.io.atomic import atomic_path, atomic_write_text
 from persam_studio.core.errors import Cancelled, OutputError, PersamError
 from persam_studio.core.io.export import _refuse_inputs
 from persam_studio.core.io.imageio import load_image, load_mask
-from persam_studio.core.io.naming import output_stems
+from persam_studio.core.io.naming import output_names
 
 FORMATS = ("coco", "yolo", "polygons")
 COCO_FILE = "annotations.json"
@@ -70,13 +70,13 @@ class DatasetStep:
 
 
 def folder_masks(folder: str | Path, photos: Sequence[Path], name: str | None = None) -> Category:
-    """Masks named ``<stem>.png`` in ``folder`` (stems as :func:`output_stems` gives them).
+    """Masks named ``<stem>.png`` in ``folder`` (stems as :func:`output_names` gives them).
 
     A photo without such a file has no mask; an empty mask file is an empty
     (negative) example. The category is named ``name`` or after the folder.
     """
     folder = Path(folder)
-    files = {p: folder / f"{s}.png" for p, s in zip(photos, output_stems(photos))}
+    files = {p: folder / f"{s}.png" for p, s in zip(photos, output_names(photos))}
 
     def masks(photo: Path, size: tuple[int, int]) -> np.ndarray | None:
         path = files.get(photo)
@@ -135,7 +135,7 @@ def export_dataset(
     out = Path(out)
     photos = [Path(p) for p in photos]
     inputs = [*photos, *protected, *(f for c in categories for f in c.files)]
-    stems = output_stems(photos)
+    stems = output_names(photos)
     root = album_root(photos)
     images: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []

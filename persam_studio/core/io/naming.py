@@ -11,12 +11,20 @@ from pathlib import Path
 from typing import Sequence
 
 
-def output_stems(paths: Sequence[Path]) -> list[str]:
-    """File stems for ``paths``, unique (case-insensitively) and stable for a given list.
+def output_names(paths: Sequence[Path]) -> list[str]:
+    """Output stems for ``paths``, unique case-insensitively, in input order.
 
-    A stem shared by several inputs (``a.jpg`` and ``a.png``, or two folders)
-    gets the lower-case extension appended (``a_jpg``), then a counter if
-    that still clashes (``a_jpg_2``), in input order.
+    A stem used once stays as it is (``cat.jpg`` -> ``cat``). A stem shared
+    by several inputs gets the lower-case extension (``x.jpg`` -> ``x_jpg``,
+    ``x.PNG`` -> ``x_png``), and ``_2``, ``_3``... while still taken (two
+    ``x.jpg`` in different folders). Case-insensitive because macOS and
+    Windows folders are: ``Cat.jpg`` and ``cat.png`` would be one file there.
+
+    Args:
+        paths: the inputs in the order the command processes them.
+
+    Returns:
+        One stem per path, no extension.
     """
     stems = [p.stem for p in paths]
     counts: dict[str, int] = {}

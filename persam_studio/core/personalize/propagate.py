@@ -84,8 +84,6 @@ def propagate(
         Cancelled: ``should_cancel()`` returned True.
         ValueError: two targets share a name.
     """
-    from persam_studio.core.io.imageio import load_image
-
     names = [t.name for t in targets]
     if len(set(names)) != len(names):
         raise ValueError(f"target names must differ: {names}")
@@ -93,23 +91,42 @@ def propagate(
     for index, path in enumerate(paths):
         if should_cancel is not None and should_cancel():
             raise Cancelled()
-        t0 = time.perf_counter()
-        path = Path(path)
+        yield segment_image(engine, targets, path, index, total)
+
+
+def segment_image(
+    engine: Engine, targets: Sequence[Target], path: Path, index: int = 0, total: int = 1
+) -> PropagationItem:
+    """Load one image, encode it (cached) and segment every target in it.
+
+    The per-image step of :func:`propagate`, for callers that drive their own
+    loop (a batch command, a distributed worker). An image that cannot be
+    read, and a target that fails, are reported in the item, not raised.
+
+    Raises:
+        ValueError, MemoryError: from the encoder on data it refuses (e.g. an
+            image whose short side would resize to 0 pixels); a batch turns
+            these into an error for this image.
+    """
+    from persam_studio.core.io.imageio import load_image
+
+    names = [t.name for t in targets]
+    t0 = time.perf_counter()
+    path = Path(path)
+    try:
+        image = load_image(path)
+        before = engine.encode_count
+        embedding = engine.encode(image.pixels)
+    except PersamError as exc:
+        message = str(exc)
+        return PropagationItem(path, index, total, {n: message for n in names},
+                               time.perf_counter() - t0, False, error=message)
+    encoded = engine.encode_count > before
+    results: dict[str, PersamResult | str] = {}
+    for target in targets:
         try:
-            image = load_image(path)
-            before = engine.encode_count
-            embedding = engine.encode(image.pixels)
+            results[target.name] = segment(engine, embedding, target)
         except PersamError as exc:
-            message = str(exc)
-            yield PropagationItem(path, index, total, {n: message for n in names},
-                                  time.perf_counter() - t0, False, error=message)
-            continue
-        encoded = engine.encode_count > before
-        results: dict[str, PersamResult | str] = {}
-        for target in targets:
-            try:
-                results[target.name] = segment(engine, embedding, target)
-            except PersamError as exc:
-                results[target.name] = str(exc)
-        yield PropagationItem(path, index, total, results, time.perf_counter() - t0, encoded,
-                              pixels=image.pixels)
+            results[target.name] = str(exc)
+    return PropagationItem(path, index, total, results, time.perf_counter() - t0, encoded,
+                           pixels=image.pixels)
