@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
@@ -37,8 +38,9 @@ class Batch:
     """One run of a batch command over ``items``, writing ``report``.
 
     Local use: ``for step in batch.run(work): ...``. Distributed use:
-    ``pending = batch.start()``, run :func:`~persam_studio.core.jobs.items.run_item`
-    for each pending item on workers, and :meth:`record` each outcome here.
+    ``for step in batch.drive(lambda pending: runner.run(spec, pending)): ...``,
+    where workers run :func:`~persam_studio.core.jobs.items.run_item` and the
+    outcomes, in any order, are recorded here.
 
     Attributes:
         kept: items whose output files all existed at the start (left untouched).
@@ -103,11 +105,13 @@ class Batch:
         self.flush()
         return pending
 
-    def record(self, outcome: Outcome) -> list[Row]:
+    def record(self, outcome: Outcome, *, flush: bool = True) -> list[Row]:
         """Store an item's rows and rewrite the report; returns the rows stored.
 
         A failed item gets an ``error`` row per part, except parts an earlier
         run finished: their files are fine, so their kept rows stay.
+        ``flush=False`` leaves the rewrite to a later :meth:`flush` (a kill
+        before it only costs recomputing those rows on resume).
 
         Raises:
             OutputError: the report cannot be written.
@@ -130,7 +134,8 @@ class Batch:
             self._rows[part.key] = row
             rows.append(row)
         self.finished += 1
-        self.flush()
+        if flush:
+            self.flush()
         return rows
 
     def run(self, work: Work, *, should_cancel: Callable[[], bool] | None = None) -> Iterator[Progress]:
@@ -143,12 +148,41 @@ class Batch:
             Cancelled: ``should_cancel()`` returned True.
             OutputError: the folder or report cannot be written.
         """
+        yield from self.drive(lambda pending: run_each(pending, work, should_cancel=should_cancel))
+
+    def drive(
+        self, outcomes: Callable[[list[Item]], Iterable[Outcome]], *, flush_every: float = 0.0
+    ) -> Iterator[Progress]:
+        """:meth:`start`, then record what ``outcomes(pending items)`` yields; one step per item.
+
+        The outcomes may come in any order (a cluster's workers finish when
+        they finish); the report keeps item order. The report is rewritten at
+        most every ``flush_every`` seconds and once at the end: with thousands
+        of rows and many workers, rewriting it after every item would make the
+        driver the bottleneck. Rows not yet written when the driver is killed
+        are recomputed on resume (their files are kept), so nothing is lost.
+
+        Raises:
+            OutputError: the folder or report cannot be written.
+            whatever ``outcomes`` raises (``Cancelled``, a worker's bug), after
+            writing the rows recorded so far.
+        """
         pending = self.start()
         total = len(self.items)
         yield Progress(self.finished, total)
-        for outcome in run_each(pending, work, should_cancel=should_cancel):
-            self.record(outcome)
-            yield Progress(self.finished, total, outcome)
+        last = time.monotonic()
+        try:
+            for outcome in outcomes(pending):
+                due = time.monotonic() - last >= flush_every
+                self.record(outcome, flush=due)
+                if due:
+                    last = time.monotonic()
+                yield Progress(self.finished, total, outcome)
+        except BaseException:
+            with contextlib.suppress(OutputError):  # the first problem is the one to report
+                self.flush()
+            raise
+        self.flush()
 
     def flush(self) -> None:
         """Rewrite the report: this batch's rows in item order, then an earlier
