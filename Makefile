@@ -10,9 +10,10 @@ STAMP := $(VENV)/.installed
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-# Reinstall when the project's dependency list changes.
+# Reinstall when the project's dependency list changes. The cluster extra
+# (Ray) too, so that the tests of `--ray` run here and in CI.
 $(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install -e ".[dev]"
+	$(PY) -m pip install -e ".[dev,cluster]"
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -96,3 +96,16 @@ def test_core_public_names_load_lazily_without_torch():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert int(proc.stdout) >= 30
+
+
+def test_ray_is_imported_only_when_a_runner_connects():
+    """The cluster extra is optional: the runner and the batch commands import without loading Ray."""
+    code = (
+        "import sys\n"
+        "import persam_studio.core.jobs.ray_runner, persam_studio.cli.propagate, persam_studio.cli.embed\n"
+        "from persam_studio.cli import build_parser\n"
+        "build_parser()\n"
+        "assert 'ray' not in sys.modules, 'Ray was imported without --ray'\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
