@@ -1,4 +1,4 @@
-"""Helpers shared by the subcommands: opening the engine, progress output."""
+"""Helpers shared by the subcommands: opening the engine, progress output, the cluster options."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:  # pragma: no cover
+    from persam_studio.core.jobs.ray_runner import RayRunner
     from persam_studio.core.segment.engine import Engine
 
 
@@ -64,3 +65,45 @@ def open_engine(args: argparse.Namespace) -> Engine:
 
     return _open(getattr(args, "checkpoint", None), getattr(args, "model", None),
                  getattr(args, "device", None), getattr(args, "cache_dir", None))
+
+
+def add_cluster_options(parser: argparse.ArgumentParser) -> None:
+    """``--ray ADDRESS`` and ``--workers N`` of the batch commands (docs/cluster.md)."""
+    g = parser.add_argument_group("cluster (needs the [cluster] extra; see docs/cluster.md)")
+    g.add_argument("--ray", metavar="ADDRESS",
+                   help="run on a Ray cluster: 'local' starts one on this machine, else e.g. 'auto' or "
+                   "HOST:6379; inputs, outputs, checkpoint and cache must be on folders every node mounts")
+    g.add_argument("--workers", type=_positive, metavar="N",
+                   help="with --ray: worker processes (default: one per GPU, else one per node)")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def cluster_runner(args: argparse.Namespace) -> RayRunner | None:
+    """The Ray runner ``--ray`` asks for (not connected yet), or None without it.
+
+    Called first by a batch command, so that a missing extra is reported
+    before anything is loaded: one ``error:`` line naming the extra, exit 2
+    (a usage problem: the command cannot take that option here).
+    """
+    if getattr(args, "ray", None) is None:
+        if getattr(args, "workers", None) is not None:
+            print("error: --workers needs --ray ADDRESS", file=sys.stderr)
+            raise SystemExit(2)
+        return None
+    from persam_studio.core.jobs.ray_runner import MissingExtra, RayRunner, import_ray
+
+    try:
+        import_ray()
+    except MissingExtra as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return RayRunner(args.ray, args.workers, gpus=getattr(args, "device", None) != "cpu")

@@ -11,22 +11,29 @@ error) is rewritten atomically after every image. A run that is stopped can be
 started again with the same command: masks already in OUTDIR are kept (their
 report rows too) and only the missing ones are computed. The loop itself
 (names, report, resume, per-image errors) is :mod:`persam_studio.core.jobs`.
+
+With ``--ray ADDRESS`` the targets are fitted here, once, and shipped in a
+:class:`PropagateWork` to the workers of a Ray cluster, which write the masks
+into OUTDIR (a folder every node mounts); this process keeps the report.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Iterable
 
 from persam_studio.core.jobs.report import REPORT_NAME as REPORT
 
 if TYPE_CHECKING:
-    from persam_studio.core.jobs import Item, Row
+    from persam_studio.core.jobs import Item, Row, Work
     from persam_studio.core.personalize.persam import Target
     from persam_studio.core.personalize.targets import ReferenceGroup
     from persam_studio.core.segment.engine import Engine
+    from persam_studio.core.segment.session import EngineOptions
 
 COLUMNS = ["file", "target", "confidence", "iou", "similarity_peak", "status", "error"]
 
@@ -41,6 +48,8 @@ class _Ordered(argparse.Action):
 
 
 def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    from persam_studio.cli.common import add_cluster_options
+
     p = sub.add_parser(
         "propagate",
         parents=[common],
@@ -64,6 +73,7 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
                    help="confidence below which a result is reported as doubtful (default 0.6)")
     p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="images or folders of images")
+    add_cluster_options(p)
     p.set_defaults(func=run, _parser=p, ref_items=[])
 
 
@@ -122,13 +132,15 @@ def _inside(path: Path, folder: Path) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    from persam_studio.cli.common import ProgressBar, open_engine
+    from persam_studio.cli.common import ProgressBar, cluster_runner, open_engine
     from persam_studio.core.errors import PersamError
     from persam_studio.core.io.imageio import list_images, load_image, load_mask
     from persam_studio.core.jobs import Batch, Part, Report, plan
     from persam_studio.core.personalize.persam import fit_target
     from persam_studio.core.personalize.propagate import DOUBTFUL_BELOW
+    from persam_studio.core.segment.session import EngineOptions
 
+    runner = cluster_runner(args)
     parser = args._parser
     groups = _targets(parser, args.ref_items)
     if args.refine and not args.cutouts:
@@ -146,15 +158,10 @@ def run(args: argparse.Namespace) -> int:
     if not paths:
         raise PersamError(None, "no images to process in " + ", ".join(args.inputs))
 
-    several = len(groups) > 1
-
-    def out(name: str, target: str) -> tuple[Path, Path | None]:
-        """(mask, cutout or None) of one image and target."""
-        folder = outdir / target if several else outdir
-        return folder / f"{name}.png", (folder / f"{name}_cutout.png" if args.cutouts else None)
+    layout = Layout(outdir, several=len(groups) > 1, cutouts=args.cutouts)
 
     def parts(source: Path, name: str) -> list[Part]:
-        return [Part((str(source), g.name), tuple(p for p in out(name, g.name) if p)) for g in groups]
+        return [Part((str(source), g.name), tuple(p for p in layout.paths(name, g.name) if p)) for g in groups]
 
     batch = Batch(Report(outdir / REPORT, COLUMNS, key=("file", "target")), plan(paths, parts))
     batch.check()  # a wrong -o fails now, not after the model loaded
@@ -169,32 +176,86 @@ def run(args: argparse.Namespace) -> int:
         if bar:
             bar.close()
 
-    work = _work(engine, targets, out, threshold, args.refine, paths)
+    options = EngineOptions(str(engine.checkpoint), engine.model_type, args.device, args.cache_dir)
+    if runner is not None:
+        options = options.resolved()  # the same checkpoint and cache folder on every node
+    spec = PropagateWork(options, tuple(targets), layout, threshold, args.refine, tuple(paths))
     bar = ProgressBar(len(paths), "propagate")
-    for step in batch.run(work):
-        bar.update(step.done)
+    if runner is None:
+        steps = batch.run(spec.build(engine))
+    else:
+        # Workers load the model and write the files; the rows come back here.
+        steps = batch.drive(lambda pending: runner.run(spec, pending), flush_every=1.0)
+    with runner or contextlib.nullcontext():
+        for step in steps:
+            bar.update(step.done)
     counts = batch.counts()
     bar.close(", ".join(f"{counts[k]} {k}" for k in ("ok", "doubtful", "error", "skipped") if counts.get(k)))
     for message in batch.errors():
         print(f"error: {message}", file=sys.stderr)
     note = f", {batch.kept} kept from an earlier run" if batch.kept else ""
     print(f"wrote {outdir} ({len(paths)} images{note}; report {batch.report.path})")
+    if runner is not None:
+        print(runner.stats.summary(), file=sys.stderr)
     return 1 if batch.errors() else 0
 
 
-def _work(engine: Engine, targets: list[Target], out: Callable[[str, str], tuple[Path, Path | None]],
-          threshold: float, refine: bool, inputs: list[Path]) -> Callable[[Item], list[Row]]:
-    """The per-image work of the batch: segment every target, write cutout then mask, one row each.
+@dataclass(frozen=True)
+class Layout:
+    """Where one image's outputs go: ``OUTDIR[/<target>]/<stem>.png`` and ``<stem>_cutout.png``."""
 
-    ``out(name, target)`` gives the (mask, cutout or None) paths. A mask that
-    exists is an earlier run's: it is never rewritten (resume), only its row
-    and a missing cutout are made again.
+    outdir: Path
+    several: bool  # several targets: one folder each
+    cutouts: bool
+
+    def paths(self, name: str, target: str) -> tuple[Path, Path | None]:
+        """(mask, cutout or None) of one image and target."""
+        folder = self.outdir / target if self.several else self.outdir
+        return folder / f"{name}.png", (folder / f"{name}_cutout.png" if self.cutouts else None)
+
+
+@dataclass(frozen=True)
+class PropagateWork:
+    """The work spec of ``propagate``: fitted targets and output layout, picklable for cluster workers.
+
+    Attributes:
+        engine: how a worker opens its engine (the driver's checkpoint).
+        targets: the targets fitted on the driver, once.
+        layout: the output paths.
+        threshold: confidence below which a result is ``doubtful``.
+        refine: refine cutout edges.
+        inputs: every input photo (a mask is never written over one of them).
     """
+
+    engine: EngineOptions
+    targets: tuple[Target, ...]
+    layout: Layout
+    threshold: float
+    refine: bool
+    inputs: tuple[Path, ...]
+
+    def shared_outputs(self) -> Iterable[Path]:
+        """The embedding cache's entries (a killed worker may leave a temporary beside one)."""
+        return self.engine.cache_entries()
+
+    def build(self, engine: Engine | None = None) -> Work:
+        """The per-image work: segment every target, write cutout then mask, one row each.
+
+        ``engine``: the driver's engine in a local run; a worker opens its own.
+        A mask that exists is an earlier run's: it is never rewritten (resume),
+        only its row and a missing cutout are made again.
+        """
+        return _work(engine or self.engine.open(), self)
+
+
+def _work(engine: Engine, spec: PropagateWork) -> Work:
     from persam_studio.core.errors import PersamError
     from persam_studio.core.io.export import save_mask_png
     from persam_studio.core.io.imageio import load_mask
     from persam_studio.core.jobs import item_error
     from persam_studio.core.personalize.propagate import is_doubtful, segment_image
+
+    targets, threshold, refine, inputs = list(spec.targets), spec.threshold, spec.refine, list(spec.inputs)
 
     def work(item: Item) -> list[Row]:
         found = segment_image(engine, targets, item.source)
@@ -202,7 +263,7 @@ def _work(engine: Engine, targets: list[Target], out: Callable[[str, str], tuple
         rows = []
         for t in targets:
             result = found.results[t.name]
-            mask_path, cut_path = out(item.name, t.name)
+            mask_path, cut_path = spec.layout.paths(item.name, t.name)
             try:
                 if isinstance(result, str):
                     raise PersamError(None, result)
