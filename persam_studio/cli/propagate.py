@@ -126,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
     from persam_studio.core.errors import PersamError
     from persam_studio.core.io.imageio import list_images, load_image, load_mask
     from persam_studio.core.jobs import Batch, Part, Report, plan
-    from persam_studio.core.personalize.persam import fit_target
+    from persam_studio.core.personalize.targets import ReferenceGroup, fit_targets
     from persam_studio.core.personalize.propagate import DOUBTFUL_BELOW
 
     parser = args._parser
@@ -136,8 +136,13 @@ def run(args: argparse.Namespace) -> int:
     threshold = DOUBTFUL_BELOW if args.doubtful_below is None else args.doubtful_below
 
     # Every reference is checked before the model loads or anything is written.
-    refs = [(g.name, [(load_image(i), Path(m)) for i, m in g.references]) for g in groups]
-    refs = [(name, [(img, load_mask(m, size=img.size)) for img, m in pairs]) for name, pairs in refs]
+    refs = []
+    for group in groups:
+        pairs = []
+        for image_path, mask_path in group.references:
+            image = load_image(image_path)
+            pairs.append((image.pixels, load_mask(mask_path, size=image.size)))
+        refs.append(ReferenceGroup(group.name, tuple(pairs)))
     outdir = Path(args.output)
     excluded = {Path(m).resolve() for g in groups for _, m in g.references}
     out_resolved = outdir.resolve()
@@ -160,14 +165,15 @@ def run(args: argparse.Namespace) -> int:
     batch.check()  # a wrong -o fails now, not after the model loaded
 
     engine = open_engine(args)
-    targets = []
-    for name, pairs in refs:
-        references = [(engine.encode(img.pixels), mask) for img, mask in pairs]
-        bar = ProgressBar(1000, f"fitting {name}") if args.finetune else None
-        targets.append(fit_target(engine, references, finetune=args.finetune, name=name,
-                                  progress=(lambda d, t, b=bar: b.update(d, t)) if bar else None))
-        if bar:
-            bar.close()
+    bars: dict[str, ProgressBar] = {}
+
+    def fitting(name: str, done: int, total: int) -> None:
+        bar = bars.setdefault(name, ProgressBar(total, f"fitting {name}"))
+        bar.update(done, total)
+
+    targets = fit_targets(engine, refs, finetune=args.finetune, progress=fitting)
+    for bar in bars.values():
+        bar.close()
 
     work = _work(engine, targets, out, threshold, args.refine, paths)
     bar = ProgressBar(len(paths), "propagate")
