@@ -127,13 +127,13 @@ def run(args: argparse.Namespace) -> int:
     from persam_studio.core.io.imageio import list_images, load_image, load_mask
     from persam_studio.core.jobs import Batch, Part, Report, plan
     from persam_studio.core.personalize.targets import ReferenceGroup, fit_targets
-    from persam_studio.core.personalize.propagate import DOUBTFUL_BELOW
+    from persam_studio.core.types import REVIEW_THRESHOLD
 
     parser = args._parser
     groups = _targets(parser, args.ref_items)
     if args.refine and not args.cutouts:
         parser.error("--refine needs --cutouts")
-    threshold = DOUBTFUL_BELOW if args.doubtful_below is None else args.doubtful_below
+    threshold = REVIEW_THRESHOLD if args.doubtful_below is None else args.doubtful_below
 
     # Every reference is checked before the model loads or anything is written.
     refs = []

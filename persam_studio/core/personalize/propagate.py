@@ -21,10 +21,9 @@ import numpy as np
 
 from persam_studio.core.segment.engine import Engine
 from persam_studio.core.errors import Cancelled, PersamError
+from persam_studio.core.types import REVIEW_THRESHOLD
 from persam_studio.core.personalize.persam import PersamResult, Target, segment
 
-#: Default confidence below which a result is flagged for review.
-DOUBTFUL_BELOW = 0.6
 
 
 @dataclass(frozen=True, eq=False)
@@ -58,7 +57,7 @@ class PropagationItem:
         return self.error is None and all(isinstance(r, PersamResult) for r in self.results.values())
 
 
-def is_doubtful(result: PersamResult | str, threshold: float = DOUBTFUL_BELOW) -> bool:
+def is_doubtful(result: PersamResult | str, threshold: float = REVIEW_THRESHOLD) -> bool:
     """Should a person look at this result? Errors, empty masks and low confidence."""
     if not isinstance(result, PersamResult):
         return True
