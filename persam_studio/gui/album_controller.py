@@ -134,6 +134,11 @@ class AlbumController(QObject):
         record = self.record
         if record is None or self.album.path_of(record) != path:
             return
+        if state.pending:
+            # Its mask is being computed: saved when the answer comes (a crash
+            # meanwhile loses only this action), and the thumbnail keeps the
+            # previous mask instead of blinking empty.
+            return
         self._save(record, state, self.images.session.mask())
 
     def _save(self, record: ImageRecord, state: EditState, mask: np.ndarray | None,

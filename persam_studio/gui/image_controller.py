@@ -84,11 +84,11 @@ class ImageController(QObject):
 
     def open(self, path: Path, restore: Restore, ahead: list[Path] = ()) -> None:
         """Show ``path``; ``restore(original_size, display_size)`` gives its saved state."""
+        self._keep_history()
         self.session = None
         self.pixels = None
         self._restore = restore
         self._ahead = list(ahead)
-        self._keep_history()
         stack, _ = self._histories.get(path, (None, None))
         if stack is None:
             stack = QUndoStack(self.undo_group)

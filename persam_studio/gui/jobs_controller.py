@@ -172,7 +172,10 @@ class JobsController(QObject):
                 self.albums.apply_propagated(item)
                 self._count += item.prediction is not None
             if getattr(item, "error", None):
-                self._errors.append(f"{Path(item.path).name}: {item.error}")
+                # One line per photo, named once: the error's own text often starts with its path.
+                name = Path(item.path).name
+                error = str(item.error).replace(str(item.path), name)
+                self._errors.append(error if error.startswith(name) else f"{name}: {error}")
         if items:
             self.progressed.emit(items[-1].done, items[-1].total)
 

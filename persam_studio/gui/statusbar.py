@@ -74,6 +74,7 @@ class StatusBar(QStatusBar):
         for w in (self.job_label, self.job, self.cancel):
             w.hide()
         text = f"{label}: {summary}"
-        if len(text) > 90:  # the whole summary is in the Log panel
-            text = text[:80].rstrip() + "… (see Log)"
+        if len(text) > 90:  # the whole summary, every error, is in the Log panel
+            head = summary.split(" error(s): ")[0]
+            text = f"{label}: {head} error(s) (see Log)" if head != summary else text[:78].rstrip() + "… (see Log)"
         self.showMessage(text, 15000)
