@@ -98,13 +98,18 @@ def test_error_box_of_a_broken_checkpoint_is_on_top_of_the_model_dialog(qtbot, s
     assert box.parent() is window.model_dialog  # a child window stays above its parent
 
 
-def test_persam_f_fitting_shows_its_own_progress(make_window, album_dir, qtbot):
+def _with_a_reference(make_window, album_dir, qtbot):
     window = make_window()
     window.open_paths([album_dir])
     wait_idle(qtbot, window)
     click(qtbot, window, 250, 140)
     with qtbot.waitSignal(window.albums.references_changed, timeout=20000):
         window.side.use_button.click()
+    return window
+
+
+def test_persam_f_fitting_shows_its_own_progress(make_window, album_dir, qtbot):
+    window = _with_a_reference(make_window, album_dir, qtbot)
     fitting, labels = [], []
     window.jobs.fit_progressed.connect(lambda label, d, t: (fitting.append((d, t)),
                                                             labels.append(window.status.job_label.text())))
@@ -119,12 +124,7 @@ def test_persam_f_fitting_shows_its_own_progress(make_window, album_dir, qtbot):
 
 
 def test_persam_fits_nothing_and_reports_no_fitting(make_window, album_dir, qtbot):
-    window = make_window()
-    window.open_paths([album_dir])
-    wait_idle(qtbot, window)
-    click(qtbot, window, 250, 140)
-    with qtbot.waitSignal(window.albums.references_changed, timeout=20000):
-        window.side.use_button.click()
+    window = _with_a_reference(make_window, album_dir, qtbot)
     fitting = []
     window.jobs.fit_progressed.connect(lambda *a: fitting.append(a))
     with qtbot.waitSignal(window.jobs.finished, timeout=120000):

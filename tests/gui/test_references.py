@@ -31,11 +31,17 @@ def _answer_next_box(button: QMessageBox.StandardButton, seen: list[str]) -> Non
     QTimer.singleShot(0, poll)
 
 
-def test_subject_name_is_restored_and_a_second_reference_joins_its_target(make_window, album_dir, qtbot):
+def _clicked(make_window, album_dir, qtbot):
+    """A window on the album with a mask made by one click on the first photo."""
     window = make_window()
     window.open_paths([album_dir])
     wait_idle(qtbot, window)
     click(qtbot, window, 250, 140)
+    return window
+
+
+def test_subject_name_is_restored_and_a_second_reference_joins_its_target(make_window, album_dir, qtbot):
+    window = _clicked(make_window, album_dir, qtbot)
     _reference(window, qtbot, "my cat")
     window.close()
 
@@ -54,10 +60,7 @@ def test_subject_name_is_restored_and_a_second_reference_joins_its_target(make_w
 
 
 def test_blank_subject_name_is_refused_with_a_message(make_window, album_dir, qtbot):
-    window = make_window()
-    window.open_paths([album_dir])
-    wait_idle(qtbot, window)
-    click(qtbot, window, 250, 140)
+    window = _clicked(make_window, album_dir, qtbot)
     window.side.name.setText("   ")
     window.side.use_button.click()
     qtbot.wait(100)
@@ -68,10 +71,7 @@ def test_blank_subject_name_is_refused_with_a_message(make_window, album_dir, qt
 
 
 def test_forget_asks_says_what_it_removed_and_undo_restores(make_window, album_dir, qtbot):
-    window = make_window()
-    window.open_paths([album_dir])
-    wait_idle(qtbot, window)
-    click(qtbot, window, 250, 140)
+    window = _clicked(make_window, album_dir, qtbot)
     _reference(window, qtbot, "my cat")
     _reference(window, qtbot, "my cat")
     click(qtbot, window, 60, 40)
