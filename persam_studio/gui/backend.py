@@ -166,27 +166,24 @@ def fit_targets(
     ``progress(done, total)`` follows PerSAM-F's fitting steps over every
     target (PerSAM fits nothing: it is not called).
     """
-    from persam_studio.core.io.album import read_mask_png
     from persam_studio.core.errors import MaskError
-    from persam_studio.core.personalize.persam import fit_target
+    from persam_studio.core.io.album import read_mask_png
+    from persam_studio.core.personalize.targets import fit_targets as _fit, group_references
 
-    by_name: dict[str, list[tuple[Embedding, np.ndarray]]] = {}
+    loaded = []
     for ref in references:
-        loaded = load_pixels(ref.image)
         mask = read_mask_png(ref.mask_file)
         if mask is None:
             raise MaskError(ref.mask_file, "reference mask is missing or unreadable")
-        by_name.setdefault(ref.name, []).append((engine.encode(loaded.pixels), mask))
-    finetune = method == "persam_f"
-    n, targets = len(by_name), []
-    for i, (name, pairs) in enumerate(by_name.items()):
-        def step(done: int, total: int, i: int = i) -> None:
-            if progress is not None:
-                progress(i * total + done, n * total)
+        loaded.append((ref.name, load_pixels(ref.image).pixels, mask))
+    groups = group_references(loaded, file_names=False)
+    order = {g.name: i for i, g in enumerate(groups)}
 
-        targets.append(fit_target(engine, pairs, finetune=finetune, name=name,
-                                  progress=step if finetune else None, should_cancel=should_cancel))
-    return targets
+    def step(name: str, done: int, total: int) -> None:
+        if progress is not None:
+            progress(order[name] * total + done, len(groups) * total)
+
+    return _fit(engine, groups, finetune=method == "persam_f", progress=step, should_cancel=should_cancel)
 
 
 def propagate_steps(

@@ -52,3 +52,12 @@ def test_fit_targets_fits_one_target_per_group_and_reports_progress_by_name(tiny
     assert set(seen) == {"dog", "cat"} and all(max(v) > 0 for v in seen.values())
     with pytest.raises(Cancelled):
         fit_targets(tiny_engine, groups, finetune=False, should_cancel=lambda: True)
+
+
+def test_free_text_names_group_when_no_files_are_made_from_them():
+    refs = [("Mia's dog!", "a.jpg", "a.png"), ("Mia's dog!", "b.jpg", "b.png")]
+    with pytest.raises(TargetError):
+        group_references(refs)
+    assert [g.name for g in group_references(refs, file_names=False)] == ["Mia's dog!"]
+    with pytest.raises(TargetError, match="needs a name"):
+        group_references([("  ", "a.jpg", "a.png")], file_names=False)

@@ -65,12 +65,16 @@ def check_target_name(name: str, reserved: Collection[str] = ()) -> str:
 
 
 def group_references(
-    references: Iterable[tuple[str, I, M]], *, reserved: Collection[str] = ()
+    references: Iterable[tuple[str, I, M]], *, reserved: Collection[str] = (), file_names: bool = True
 ) -> list[ReferenceGroup[I, M]]:
     """Group ``(name, image, mask)`` references by target name.
 
     References with the same name form one few-shot target; groups come in
     the order their names first appear, references in the order given.
+    ``file_names=False`` skips the name rule (:func:`check_target_name`) for
+    callers that never make files or folders from the names (the app, whose
+    subjects are free text such as "Mia's dog"); empty names and names that
+    differ only by case are refused either way.
 
     Raises:
         TargetError: no reference, an invalid or reserved name (see
@@ -80,7 +84,10 @@ def group_references(
     folded: dict[str, str] = {}
     for name, image, mask in references:
         if name not in groups:
-            check_target_name(name, reserved)
+            if file_names:
+                check_target_name(name, reserved)
+            elif not name.strip():
+                raise TargetError(None, "a target needs a name")
             other = folded.setdefault(name.casefold(), name)
             if other != name:
                 raise TargetError(None, f"target names {other!r} and {name!r} differ only by case")
