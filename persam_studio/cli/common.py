@@ -51,17 +51,34 @@ class ProgressBar:
         return f"{text} {note}".rstrip()
 
 
-def open_engine(args: argparse.Namespace):
+def checkpoint_path(args: argparse.Namespace) -> Path:
+    """The checkpoint file the common options select (nothing is loaded).
+
+    Commands pass it to :func:`persam_studio.core.io.guard.check_outputs` with
+    their other inputs, so no output can overwrite the model.
+
+    Raises:
+        CheckpointError: no checkpoint found.
+    """
+    from persam_studio.core.models import require_checkpoint
+
+    return require_checkpoint(getattr(args, "checkpoint", None), getattr(args, "model", None))
+
+
+def open_engine(args: argparse.Namespace, checkpoint: Path | None = None):
     """Build the :class:`~persam_studio.core.segment.engine.Engine` the common options ask for.
+
+    Args:
+        checkpoint: from :func:`checkpoint_path` when the caller has it.
 
     Raises:
         CheckpointError: no checkpoint found, or the file is not a SAM model.
     """
     from persam_studio.core.segment.cache import EmbeddingCache, default_cache_dir
     from persam_studio.core.segment.engine import Engine
-    from persam_studio.core.models import load_model, require_checkpoint
+    from persam_studio.core.models import load_model
 
-    path = require_checkpoint(getattr(args, "checkpoint", None), getattr(args, "model", None))
+    path = checkpoint if checkpoint is not None else checkpoint_path(args)
     loaded = load_model(path, getattr(args, "model", None), device=getattr(args, "device", None))
     cache_dir = Path(args.cache_dir) if getattr(args, "cache_dir", None) else default_cache_dir()
     return Engine(loaded.sam, loaded.model_key, EmbeddingCache(cache_dir))
