@@ -20,7 +20,6 @@ from typing import Callable
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from persam_studio.cli import main
@@ -41,15 +40,8 @@ class Scene:
         return str(self.tmp / name)
 
 
-@pytest.fixture(scope="module")
-def ckpt_file(tmp_path_factory, tiny_sam) -> Path:
-    path = tmp_path_factory.mktemp("ckpt") / "tiny_sam.pth"
-    torch.save(tiny_sam.state_dict(), path)
-    return path
-
-
 @pytest.fixture()
-def scene(tmp_path, rgb_image, ckpt_file) -> Scene:
+def scene(tmp_path, rgb_image, tiny_ckpt) -> Scene:
     photo = tmp_path / "photo.png"
     Image.fromarray(rgb_image).save(photo)
     mask = tmp_path / "mask.png"
@@ -58,7 +50,7 @@ def scene(tmp_path, rgb_image, ckpt_file) -> Scene:
     Image.fromarray(m).save(mask)
     ckpt = tmp_path / "ck.pth"
     for name in ("ck.pth", "ck.png"):  # a checkpoint may have any name
-        (tmp_path / name).write_bytes(ckpt_file.read_bytes())
+        (tmp_path / name).write_bytes(tiny_ckpt.read_bytes())
     fifo = tmp_path / "pipe.png"
     os.mkfifo(fifo)
     null_link = tmp_path / "null.png"

@@ -9,19 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from persam_studio.cli import main
 from persam_studio.core.segment.cache import EmbeddingCache
 from persam_studio.core.segment.engine import Engine
-
-
-@pytest.fixture(scope="module")
-def tiny_ckpt(tmp_path_factory, tiny_sam) -> Path:
-    path = tmp_path_factory.mktemp("ckpt") / "tiny_sam.pth"
-    torch.save(tiny_sam.state_dict(), path)
-    return path
 
 
 @pytest.fixture()

@@ -22,7 +22,6 @@ cutouts and PNG images use level 1.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Iterable
 
