@@ -27,6 +27,7 @@ SECTIONS: dict[str, str] = {
     "encoder": "persam_studio.bench.encoder_bench",
     "persam": "persam_studio.bench.persam_bench",
     "matting": "persam_studio.bench.matting_bench",
+    "startup": "persam_studio.bench.startup_bench",
 }
 
 
