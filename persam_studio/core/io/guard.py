@@ -48,7 +48,7 @@ def check_destination(dest: str | Path) -> None:
     except FileNotFoundError:
         return
     except OSError as e:
-        raise OutputError(dest, f"cannot check the destination ({e.strerror or e})") from None
+        raise OutputError(dest, f"cannot write ({e.strerror or e})") from None
     mode = st.st_mode
     if stat.S_ISLNK(mode):
         try:
