@@ -247,3 +247,26 @@ def test_usage_error_lists_the_registered_commands(capsys, monkeypatch):
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert all(name in err for name in cli.COMMANDS)
+
+
+@pytest.mark.parametrize("argv, app", [
+    (["--checkpoint", "ck.pth", "album"], True),
+    (["--model=vit_t", "album"], True),
+    (["album", "--checkpoint", "ck.pth"], True),
+    ([], True),
+    (["segment", "x.jpg"], False),
+    (["--model", "vit_t", "segment", "x.jpg"], False),
+    (["--version"], False),
+])
+def test_app_options_may_come_before_the_folder(argv, app, monkeypatch):
+    """`persam-studio --checkpoint X FOLDER` opens the app with its options, as `FOLDER --checkpoint X` does."""
+    from persam_studio import cli
+
+    opened: list[list[str]] = []
+    monkeypatch.setattr(cli, "_run_app", lambda a: opened.append(a) or 0)
+    monkeypatch.setattr(cli.os.path, "lexists", lambda p: True)
+    try:
+        cli.main(argv)
+    except SystemExit:
+        pass
+    assert (opened == [argv]) is app

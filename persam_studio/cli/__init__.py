@@ -92,11 +92,25 @@ def _device(text: str) -> str:
     raise argparse.ArgumentTypeError(f"unknown device {text!r}; use cpu, cuda, cuda:N or mps")
 
 
+#: Options of the app itself (``persam-studio --checkpoint X --model vit_b FOLDER``).
+APP_OPTIONS = ("--checkpoint", "--model")
+
+
+def _starts_app(argv: list[str]) -> bool:
+    """No subcommand: the app, with its own options first or a folder / photos."""
+    if not argv:
+        return True
+    first = argv[0]
+    if first in APP_OPTIONS or first.startswith(tuple(o + "=" for o in APP_OPTIONS)):
+        return not any(a in COMMANDS for a in argv)  # `--model x segment ...` is a misplaced option
+    return first not in COMMANDS and not first.startswith("-")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``persam-studio`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or (argv[0] not in COMMANDS and not argv[0].startswith("-")):
-        if argv and not os.path.lexists(argv[0]):
+    if _starts_app(argv):
+        if argv and not argv[0].startswith("-") and not os.path.lexists(argv[0]):
             # A typo of a command must not open the app on a "photo" that does not exist.
             build_parser().error(
                 f"{argv[0]!r} is neither a command nor an existing file or folder; "
