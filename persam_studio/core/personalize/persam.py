@@ -182,15 +182,44 @@ def segment(engine: Engine, embedding: Embedding, target: Target) -> PersamResul
     target's weights, then two refinements with the box of the previous mask.
     When a step gives an empty mask the previous step's mask is returned.
     """
+    check_target(target, embedding)
+    t0 = time.perf_counter()
+    sim = similarity(engine, embedding, target)
+    pos, neg = extremes(sim)
+    return segment_at(engine, embedding, target, sim, pos, neg, started=t0)
+
+
+def check_target(target: Target, embedding: Embedding) -> None:
+    """Raise ValueError when ``target`` cannot be used on ``embedding``."""
     if target.mode not in MODES:
         raise ValueError(f"unknown target mode {target.mode!r}")
     if target.model_key and target.model_key != embedding.model_key:
         raise ValueError(f"target {target.name!r} was fitted with another model ({target.model_key})")
     if target.mode == "persam_f" and target.weights is None:
         raise ValueError(f"PerSAM-F target {target.name!r} has no weights")
-    t0 = time.perf_counter()
-    sim = similarity(engine, embedding, target)
-    pos, neg = extremes(sim)
+
+
+def segment_at(
+    engine: Engine,
+    embedding: Embedding,
+    target: Target,
+    sim: torch.Tensor,
+    pos: tuple[int, int],
+    neg: tuple[int, int],
+    *,
+    started: float | None = None,
+) -> PersamResult:
+    """PerSAM's cascade (see :func:`segment`) from a given similarity map and points.
+
+    Args:
+        sim: float32 (H, W) similarity at the original size; its maximum is
+            the result's ``similarity_peak`` and (PerSAM) it makes the
+            guidance map.
+        pos, neg: (x, y) positive and negative points, original pixels
+            (PerSAM-F uses only ``pos``).
+        started: ``time.perf_counter()`` the result's ``seconds`` count from.
+    """
+    t0 = time.perf_counter() if started is None else started
     peak = float(sim.max())
     if target.mode == "persam":
         coords = np.array([pos, neg], dtype=np.float64)
