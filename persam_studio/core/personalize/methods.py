@@ -16,10 +16,10 @@ DEFAULT_MODE = "persam_f"
 
 #: Instance search (core/personalize/instances.py): a further instance is kept
 #: while its similarity peak is at least this fraction of the first one's.
-#: Tuned on what can be measured without trained weights (see docs/persam.md):
-#: a photo holding the reference twice gives a second peak at 0.99+ of the
-#: first, while the strongest leftover peak on the single-object PerSeg
-#: examples is below 0.8 of the first.
+#: NOT tuned yet: with random weights the similarity map is nearly flat (the
+#: second peak is 0.97-1.0 of the first both on two copies of a photo and on
+#: single-object PerSeg photos), so it needs trained weights to tune; 0.85
+#: keeps near-equal matches and drops clearly weaker look-alikes.
 DEFAULT_INSTANCE_FRACTION = 0.85
 #: The most instances ``--instances all`` looks for in one photo.
 MAX_INSTANCES = 32

@@ -103,5 +103,3 @@ def confidence(iou: float, similarity_peak: float, empty: bool = False) -> float
     a = min(max(float(iou), 0.0), 1.0)
     b = min(max(float(similarity_peak), 0.0), 1.0)
     return float(np.sqrt(a * b))
-
-
