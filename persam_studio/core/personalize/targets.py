@@ -103,6 +103,7 @@ def fit_targets(
     groups: Sequence[ReferenceGroup[np.ndarray, np.ndarray]],
     *,
     finetune: bool,
+    exact: bool = False,
     progress: Callable[[str, int, int], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
 ) -> list[Target]:
@@ -112,6 +113,8 @@ def fit_targets(
         groups: from :func:`group_references`, each reference as (pixels
             uint8 (H, W, 3) RGB of the oriented image, mask bool (H, W)).
         finetune: PerSAM-F (fit the mask weights) instead of PerSAM.
+        exact: PerSAM-F's full-size fit instead of the fast one (see
+            :func:`~persam_studio.core.personalize.fit.fit`).
         progress: ``progress(target_name, step, steps)`` while a target is
             fitted (PerSAM-F), so a front end can show what it is doing.
         should_cancel: polled while encoding and fitting.
@@ -128,6 +131,6 @@ def fit_targets(
                 raise Cancelled()
             references.append((engine.encode(pixels), mask))
         report = None if progress is None else (lambda d, t, n=group.name: progress(n, d, t))
-        targets.append(fit_target(engine, references, finetune=finetune, name=group.name,
+        targets.append(fit_target(engine, references, finetune=finetune, exact=exact, name=group.name,
                                   progress=report, should_cancel=should_cancel))
     return targets
