@@ -40,6 +40,16 @@ def tiny_sam():
     return random_sam("tiny", seed=0)
 
 
+@pytest.fixture(scope="session")
+def tiny_ckpt(tmp_path_factory, tiny_sam) -> Path:
+    """The tiny SAM saved as a checkpoint file, for the command line."""
+    import torch
+
+    path = tmp_path_factory.mktemp("ckpt") / "tiny_sam.pth"
+    torch.save(tiny_sam.state_dict(), path)
+    return path
+
+
 @pytest.fixture()
 def tiny_engine(tiny_sam):
     """An Engine over the tiny SAM with no cache."""

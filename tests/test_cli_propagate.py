@@ -59,7 +59,9 @@ def test_propagate_writes_masks_cutouts_and_report(tiny_ckpt, tmp_path, capsys):
         cut = np.asarray(Image.open(out / f"{name}_cutout.png"))
         assert cut.shape == (h, w, 4) and np.array_equal(cut[..., 3], mask)
     rows = _report(out)
-    assert list(rows[0]) == ["file", "target", "confidence", "iou", "similarity_peak", "status", "error"]
+    assert list(rows[0]) == ["file", "target", "instance", "instances", "peak_x", "peak_y", "confidence", "iou",
+                             "similarity_peak", "status", "error"]
+    assert all(r["instance"] == "1" and r["instances"] == "1" for r in rows)  # one instance by default
     assert [Path(r["file"]).name for r in rows] == ["cat_01.jpg", "cat_02.jpg", "duck_toy_01.jpg"]
     for r in rows:
         assert r["target"] == "target" and r["status"] in ("ok", "doubtful") and r["error"] == ""
@@ -376,3 +378,28 @@ def test_an_image_the_encoder_refuses_does_not_stop_the_batch(tiny_ckpt, synth, 
         assert rc == 1 and len(errors) == 1 and f"{bad}.png" in errors[0] and "\n" not in row["error"]
     else:  # the engine learnt to encode thin images
         assert how == "1 x 5000 image" and rc == 0 and (out / f"{bad}.png").is_file()
+
+
+def test_propagate_instances_give_one_row_each_and_method_flags_exclude_each_other(tiny_ckpt, tmp_path, capsys):
+    album = _album(tmp_path, ["cat_01"])
+    out = tmp_path / "out"
+    rc = main(["propagate", "--checkpoint", str(tiny_ckpt), *_ref(), "--training-free", "--instances", "3",
+               "--instance-fraction", "0.5", "-o", str(out), str(album)])
+    assert rc == 0, capsys.readouterr().err
+    rows = _report(out)
+    n = int(rows[0]["instances"])
+    assert 1 <= n <= 3 and len(rows) == n
+    assert [r["instance"] for r in rows] == [str(i) for i in range(1, n + 1)]
+    w, h = Image.open(album / "cat_01.jpg").size
+    for r in rows:
+        assert 0 <= float(r["peak_x"]) < w and 0 <= float(r["peak_y"]) < h
+    peaks = {(r["peak_x"], r["peak_y"]) for r in rows}
+    assert len(peaks) == n, "each instance has its own peak"
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as usage:
+        main(["propagate", "--checkpoint", str(tiny_ckpt), *_ref(), "--training-free", "--exact-fit",
+              "-o", str(out), str(album)])
+    assert usage.value.code == 2
+    with pytest.raises(SystemExit) as usage:
+        main(["propagate", "--checkpoint", str(tiny_ckpt), *_ref(), "--instances", "0", "-o", str(out), str(album)])
+    assert usage.value.code == 2

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from persam_studio.cli import main
@@ -42,13 +41,6 @@ def cluster():
 
 
 @pytest.fixture(scope="module")
-def tiny_ckpt(tmp_path_factory, tiny_sam) -> Path:
-    path = tmp_path_factory.mktemp("ckpt") / "tiny_sam.pth"
-    torch.save(tiny_sam.state_dict(), path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def album(tmp_path_factory, rgb_image) -> tuple[Path, Path, Path]:
     """(folder of N_PHOTOS photos, reference photo, its mask): the disc moves from photo to photo."""
     root = tmp_path_factory.mktemp("photos")
@@ -68,7 +60,8 @@ def album(tmp_path_factory, rgb_image) -> tuple[Path, Path, Path]:
 def _propagate(ckpt: Path, album, out: Path, cache: Path, *extra: str, inputs: list[Path] | None = None) -> list[str]:
     folder, ref, mask = album
     return ["propagate", "--checkpoint", str(ckpt), "--cache-dir", str(cache), "--ref", str(ref),
-            "--ref-mask", str(mask), "--cutouts", "-o", str(out), *extra, *map(str, inputs or [folder])]
+            "--ref-mask", str(mask), "--cutouts", "-o", str(out), *extra,
+            *map(str, inputs or [folder])]
 
 
 def _few(album) -> list[Path]:
@@ -149,7 +142,7 @@ def test_a_worker_killed_mid_run_loses_no_photo(cluster, tiny_ckpt, album, tmp_p
 
     killer = threading.Thread(target=kill_one_worker_after_the_first_mask, daemon=True)
     killer.start()
-    rc = main(_propagate(tiny_ckpt, album, out, cache, "--ray", "local", "--workers", "2"))
+    rc = main(_propagate(tiny_ckpt, album, out, cache, "--training-free", "--ray", "local", "--workers", "2"))
     killer.join(5)
     err = capsys.readouterr().err
     assert killed, "no worker was killed"

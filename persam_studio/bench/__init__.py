@@ -31,6 +31,7 @@ SECTIONS: dict[str, str] = {
     "persam": "persam_studio.bench.persam_bench",
     "matting": "persam_studio.bench.matting_bench",
     "subject": "persam_studio.bench.subject_bench",
+    "startup": "persam_studio.bench.startup_bench",
     "cluster": "persam_studio.bench.cluster_bench",
 }
 

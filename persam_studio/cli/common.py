@@ -55,16 +55,33 @@ class ProgressBar:
         return f"{text} {note}".rstrip()
 
 
-def open_engine(args: argparse.Namespace) -> Engine:
-    """The :class:`~persam_studio.core.segment.engine.Engine` the common options ask for.
+def checkpoint_path(args: argparse.Namespace) -> Path:
+    """The checkpoint file the common options select (nothing is loaded).
+
+    Commands pass it to :func:`persam_studio.core.io.guard.check_outputs` with
+    their other inputs, so no output can overwrite the model.
+
+    Raises:
+        CheckpointError: no checkpoint found.
+    """
+    from persam_studio.core.models import require_checkpoint
+
+    return require_checkpoint(getattr(args, "checkpoint", None), getattr(args, "model", None))
+
+
+def open_engine(args: argparse.Namespace, checkpoint: Path | None = None) -> Engine:
+    """Build the :class:`~persam_studio.core.segment.engine.Engine` the common options ask for.
+
+    Args:
+        checkpoint: from :func:`checkpoint_path` when the caller has it.
 
     Raises:
         CheckpointError: no checkpoint found, or the file is not a SAM model.
     """
     from persam_studio.core.segment.session import open_engine as _open
 
-    return _open(getattr(args, "checkpoint", None), getattr(args, "model", None),
-                 getattr(args, "device", None), getattr(args, "cache_dir", None))
+    path = checkpoint if checkpoint is not None else checkpoint_path(args)
+    return _open(path, getattr(args, "model", None), getattr(args, "device", None), getattr(args, "cache_dir", None))
 
 
 def add_cluster_options(parser: argparse.ArgumentParser) -> None:

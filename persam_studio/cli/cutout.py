@@ -21,26 +21,45 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     p.add_argument("--mask", required=True, metavar="MASK", help="mask image: white/non-zero (or opaque) = object")
     p.add_argument("--refine", action="store_true",
                    help="soft edges for hair and fur, and colours without the old background")
-    p.add_argument("--background", metavar="COLOR|IMAGE|blur",
+    p.add_argument("--background", type=_background_spec, metavar="COLOR|IMAGE|blur",
                    help="#rrggbb, #rgb, r,g,b, a name (white, black, grey, ...), an image file "
                    "(scaled to cover the frame, centre-cropped), or 'blur' (the photo, blurred)")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="output file: .png, .jpg, .webp or .tif")
     p.set_defaults(func=run)
 
 
+def _background_spec(spec: str) -> str:
+    """``--background``: a colour, 'blur' or an existing file; anything else is a usage error (exit 2)."""
+    from persam_studio.core.edges.composite import BLUR, parse_colour
+
+    if spec.strip().lower() == BLUR or Path(spec).exists():
+        return spec  # a file that exists but does not load is an input error (exit 1) later
+    try:
+        parse_colour(spec)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{spec!r} is not a colour (#rrggbb, #rgb, r,g,b, white...), 'blur', or an existing image file"
+        ) from None
+    return spec
+
+
 def run(args: argparse.Namespace) -> int:
     from persam_studio.core.edges.cutout import parse_background, write_cutout
     from persam_studio.core.errors import OutputError
     from persam_studio.core.io.export import OUTPUT_SUFFIXES
+    from persam_studio.core.io.guard import check_outputs
     from persam_studio.core.io.imageio import load_image, load_mask
 
     out = Path(args.output)
     if out.suffix.lower() not in OUTPUT_SUFFIXES:  # before any work
         raise OutputError(out, f"unsupported output format '{out.suffix}' (use .png, .jpg, .webp or .tif)")
+    inputs = [Path(args.image), Path(args.mask)]
+    if args.background and Path(args.background).exists():
+        inputs.append(Path(args.background))
+    check_outputs([out], inputs)  # before any work: not over an input, a device or a FIFO
     image = load_image(args.image)
     mask = load_mask(args.mask, size=image.size)
-    inputs = [Path(args.image), Path(args.mask)]
-    background, words = (None, "") if args.background is None else parse_background(args.background, inputs)
+    background, words = (None, "") if args.background is None else parse_background(args.background)
     h, w = image.size
 
     t0 = time.perf_counter()

@@ -6,7 +6,11 @@ Layout (as the PerSeg release)::
     DATA_DIR/Annotations/<object>/00.png, 01.png, ...
 
 For each object, image ``00`` and its annotation are the reference; every
-other image is segmented and compared with its annotation.
+other image is segmented and compared with its annotation. An image (or
+annotation) that cannot be read is reported, counted as failed and left out
+of the scores; it is never scored. An object none of whose images could be
+scored (or whose reference failed) shows n/a and is left out of the means.
+The exit status is 1 when anything failed.
 
 Metrics (foreground only):
 
@@ -95,7 +99,8 @@ def _objects(data: Path, parser: argparse.ArgumentParser, only: str | None, limi
 def run(args: argparse.Namespace) -> int:
     from persam_studio.cli.common import ProgressBar, open_engine
     from persam_studio.core.io.atomic import atomic_write_text
-    from persam_studio.core.errors import PersamError
+    from persam_studio.core.errors import OutputError, PersamError
+    from persam_studio.core.io.guard import check_outputs
     from persam_studio.core.io.imageio import list_images, load_image, load_mask
     from persam_studio.core.personalize.persam import fit_target, segment
 
@@ -109,49 +114,82 @@ def run(args: argparse.Namespace) -> int:
             raise PersamError(data / "Images" / name, "no reference image 00")
         tests = [f for f in files if f.stem != "00"]
         plan.append((name, ref[0], tests))
+    if args.csv:
+        # Not over an image or annotation of the benchmark, a device, a FIFO.
+        read = [p for _, ref, tests in plan for p in (ref, *tests)]
+        read += [f for name, _, _ in plan for f in (data / "Annotations" / name).glob("*")]
+        check_outputs([Path(args.csv)], read)
     engine = open_engine(args)
     method = "PerSAM-F" if args.finetune else "PerSAM"
     bar = ProgressBar(sum(len(t) for _, _, t in plan), f"eval {method}")
-    rows, done, failures = [], 0, []
+    rows: list[tuple[str, int, int, float | None, float | None]] = []
+    done, failures = 0, []
     t_start = time.perf_counter()
     for name, ref_path, tests in plan:
-        ref = load_image(ref_path)
-        ref_mask = load_mask(_annotation(data, name, ref_path), size=ref.size)
-        target = fit_target(engine, [(engine.encode(ref.pixels), ref_mask)], finetune=args.finetune, name=name)
+        try:
+            ref = load_image(ref_path)
+            ref_mask = load_mask(_annotation(data, name, ref_path), size=ref.size)
+            target = fit_target(engine, [(engine.encode(ref.pixels), ref_mask)], finetune=args.finetune, name=name)
+        except PersamError as exc:  # no reference: every image of the object fails
+            failures.append(str(exc))
+            done += len(tests)
+            bar.update(done)
+            rows.append((name, len(tests), 0, None, None))
+            continue
         totals = np.zeros(4, dtype=np.int64)
+        scored = 0
         for path in tests:
             try:
                 image = load_image(path)
                 gt = load_mask(_annotation(data, name, path), size=image.size, allow_empty=True)
                 pred = segment(engine, engine.encode(image.pixels), target).mask()
                 totals += iou_counts(pred, gt)
-            except PersamError as exc:
+                scored += 1
+            except PersamError as exc:  # counted as failed, never scored
                 failures.append(str(exc))
             done += 1
             bar.update(done)
-        iou = totals[0] / totals[1] if totals[1] else 1.0
-        biou = totals[2] / totals[3] if totals[3] else 1.0
-        rows.append((name, len(tests), float(iou), float(biou)))
+        iou = biou = None
+        if scored:
+            iou = float(totals[0] / totals[1]) if totals[1] else 1.0  # both masks empty: agreement
+            biou = float(totals[2] / totals[3]) if totals[3] else 1.0
+        rows.append((name, len(tests), scored, iou, biou))
     bar.close()
-    miou = float(np.mean([r[2] for r in rows]))
-    mbiou = float(np.mean([r[3] for r in rows]))
+    ok = [r for r in rows if r[3] is not None]
+    miou = float(np.mean([r[3] for r in ok])) if ok else None
+    mbiou = float(np.mean([r[4] for r in ok])) if ok else None
+    n_failed = sum(r[1] - r[2] for r in rows)
     width = max(len("object"), *(len(r[0]) for r in rows))
     print(f"{method} on {data} ({engine.model_key})")
+    # "images" counts the scored images; failed ones are excluded and counted below.
     print(f"{'object':<{width}}  images   IoU    bIoU")
-    for name, n, iou, biou in rows:
-        print(f"{name:<{width}}  {n:6d}  {100 * iou:5.1f}  {100 * biou:5.1f}")
-    print(f"{'mean':<{width}}  {sum(r[1] for r in rows):6d}  {100 * miou:5.1f}  {100 * mbiou:5.1f}"
+    for name, n, k, iou, biou in rows:
+        print(f"{name:<{width}}  {k:6d}  {_pct(iou)}  {_pct(biou)}")
+    print(f"{'mean':<{width}}  {sum(r[2] for r in rows):6d}  {_pct(miou)}  {_pct(mbiou)}"
           f"   ({time.perf_counter() - t_start:.1f}s)")
+    if n_failed:
+        print(f"failed: {n_failed} image(s), excluded from the scores (an object with none scored shows n/a)")
     if args.csv:
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
-        w.writerow(["object", "images", "iou", "biou"])
-        w.writerows([(n, k, f"{i:.6f}", f"{b:.6f}") for n, k, i, b in rows])
-        w.writerow(["mean", sum(r[1] for r in rows), f"{miou:.6f}", f"{mbiou:.6f}"])
-        atomic_write_text(args.csv, buf.getvalue())
+        w.writerow(["object", "images", "failed", "iou", "biou"])
+        w.writerows([(n, k, t - k, _num(i), _num(b)) for n, t, k, i, b in rows])
+        w.writerow(["mean", sum(r[2] for r in rows), n_failed, _num(miou), _num(mbiou)])
+        try:
+            atomic_write_text(args.csv, buf.getvalue())
+        except OSError as exc:
+            raise OutputError(args.csv, f"cannot write ({exc.strerror or exc})") from None
     for message in failures:
         print(f"error: {message}", file=sys.stderr)
     return 1 if failures else 0
+
+
+def _pct(value: float | None) -> str:
+    return "  n/a" if value is None else f"{100 * value:5.1f}"
+
+
+def _num(value: float | None) -> str:
+    return "" if value is None else f"{value:.6f}"
 
 
 def _annotation(data: Path, name: str, image: Path) -> Path:

@@ -18,11 +18,14 @@ def sam_input_size(original_size: tuple[int, int], long_side: int = 1024) -> tup
     """(h, w) of an (H, W) image resized so its long side is ``long_side``.
 
     SAM's rule (``ResizeLongestSide.get_preprocess_shape``): scale both sides,
-    round half up.
+    round half up. One deviation: a side that would round to 0 pixels (an
+    aspect ratio beyond 2048:1, e.g. 1 x 5000) is kept at 1 pixel; stock SAM
+    fails on those images ("height and width must be > 0"). Every other
+    size is SAM's exactly.
     """
     h, w = original_size
     scale = long_side * 1.0 / max(h, w)
-    return int(h * scale + 0.5), int(w * scale + 0.5)
+    return max(1, int(h * scale + 0.5)), max(1, int(w * scale + 0.5))
 
 
 def to_input_frame(xy: np.ndarray, original_size: tuple[int, int], long_side: int = 1024) -> np.ndarray:

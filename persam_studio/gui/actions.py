@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from PySide6.QtGui import QAction, QActionGroup, QKeySequence, QUndoStack
+from PySide6.QtGui import QAction, QActionGroup, QKeySequence, QUndoGroup, QUndoStack
 from PySide6.QtWidgets import QMainWindow, QToolBar
 
 
 class Actions:
     """Every QAction of the main window; :meth:`install` builds menus and toolbar."""
 
-    def __init__(self, window: QMainWindow, undo_stack: QUndoStack) -> None:
+    def __init__(self, window: QMainWindow, undo_stack: QUndoStack | QUndoGroup) -> None:
         self.window = window
         a = self._make
         self.open_folder = a("Open folder…", "Ctrl+O", "Open every photo of a folder as the album")
@@ -53,7 +53,13 @@ class Actions:
         self.propagate = a("Propagate to album", "Ctrl+Shift+P",
                            "Find the subject in every photo you have not masked or accepted")
         self.accept = a("Accept mask", "A", "Mark this photo's mask as checked; propagation never overwrites it")
+        self.forget_references = a("Forget references…", None, "Drop every reference of this album (asks; undoable)")
         self.cancel_job = a("Cancel job", None, "Stop the running prepare, propagation or export")
+
+        self.next_review = a("Next to review", "N", "Go to the next photo flagged needs review (wraps around)")
+        self.previous_review = a("Previous to review", "Shift+N", "Go to the previous photo flagged needs review")
+        self.review_only = a("Show only photos to review", "Ctrl+Shift+R",
+                             "Hide the album's photos that are not flagged needs review", checkable=True)
 
         self.settings = a("Settings…", None, "Choose the model type, checkpoint, device and cache folder")
         self.model = a("Model…", None, "Download a model checkpoint or pick a checkpoint file")
@@ -89,10 +95,12 @@ class Actions:
         for x in (self.undo, self.redo, None, self.clear, self.cycle, None, self.tool_prompt, self.tool_brush, self.tool_eraser, self.brush_smaller, self.brush_larger):
             m.addSeparator() if x is None else m.addAction(x)
         m = bar.addMenu("&View")
-        for x in (self.fit, self.zoom_100, self.zoom_in, self.zoom_out, None, self.next_image, self.previous_image):
+        for x in (self.fit, self.zoom_100, self.zoom_in, self.zoom_out, None, self.next_image, self.previous_image,
+                  None, self.next_review, self.previous_review, self.review_only):
             m.addSeparator() if x is None else m.addAction(x)
         m = bar.addMenu("&Album")
-        for x in (self.prepare, None, self.use_reference, self.propagate, self.accept, None, self.cancel_job):
+        for x in (self.prepare, None, self.use_reference, self.propagate, self.accept, self.forget_references,
+                  None, self.cancel_job):
             m.addSeparator() if x is None else m.addAction(x)
         m = bar.addMenu("&Help")
         m.addAction(self.shortcuts)

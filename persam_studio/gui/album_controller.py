@@ -1,8 +1,8 @@
 """The open album: which image is shown, its state saved after every action.
 
-Each change of the image on the canvas is written to the album sidecar at
-once (:mod:`persam_studio.gui.persist`), so a crash loses at most the action
-in progress. Thumbnails are decoded in the I/O lane (to numpy, never Qt:
+Each change of the image on the canvas is stored in the album's record at
+once and written to the sidecar by :class:`~persam_studio.gui.autosave.AlbumSaver`
+in the I/O lane (bursts coalesced; flushed when the album closes). Thumbnails are decoded in the I/O lane (to numpy, never Qt:
 see :mod:`persam_studio.gui.thumbnails`); unreadable photos are marked.
 """
 
@@ -14,19 +14,20 @@ from typing import Sequence
 import numpy as np
 from PySide6.QtCore import QObject, Signal
 
-from persam_studio.core.io.album import Album, ImageRecord, ImageState
+from persam_studio.core.io.album import Album, ImageRecord, ImageState, empty_trash
 from persam_studio.core.errors import PersamError
+from persam_studio.core.types import REVIEW_THRESHOLD
 from persam_studio.gui import persist
 from persam_studio.gui.album_panel import THUMB, AlbumPanel
+from persam_studio.gui.autosave import AlbumSaver
 from persam_studio.gui.backend import Propagated
 from persam_studio.gui.editing import Bitmap, EditState
 from persam_studio.gui.image_controller import ImageController
+from persam_studio.gui.references import ForgetReferences
 from persam_studio.gui.thumbnails import thumbnail_job, unreadable_reason
 from persam_studio.gui.workers import LOW, Lane
 
-#: Propagated masks below this confidence are flagged "needs review" (the
-#: value of core.propagate.DOUBTFUL_BELOW, not imported: it would load torch).
-REVIEW_THRESHOLD = 0.6
+__all__ = ["AlbumController", "PROPAGATABLE", "REVIEW_THRESHOLD"]
 #: States that propagation may overwrite (never the user's own work).
 PROPAGATABLE = (ImageState.UNTOUCHED, ImageState.PROPAGATED, ImageState.NEEDS_REVIEW)
 
@@ -50,6 +51,8 @@ class AlbumController(QObject):
         self.current = -1
         self._stored: EditState | None = None  # last state written for the current image
         self._save_error_shown = False
+        self.saver = AlbumSaver(io_lane, self)
+        self.saver.failed.connect(self._on_save_failed)
         panel.image_activated.connect(self.show)
         images.state_changed.connect(self._on_state_changed)
 
@@ -68,10 +71,12 @@ class AlbumController(QObject):
             self.error.emit(f"{inputs[0] if inputs else 'album'}: no images found")
             return False
         root = Path(inputs[0]) if len(inputs) == 1 and Path(inputs[0]).is_dir() else None
+        self.close()
         self.album = Album.open(paths, root=root)
         self._save_error_shown = False
         records = self.album.records
-        self.panel.set_images([Path(r.path).name for r in records], [r.state for r in records])
+        self.panel.set_images([Path(r.path).name for r in records], [r.state for r in records],
+                              [r.confidence for r in records])
         for row, record in enumerate(records):
             self.io_lane.submit(
                 thumbnail_job, self.album.path_of(record), THUMB, self.album, record, priority=LOW,
@@ -83,6 +88,14 @@ class AlbumController(QObject):
         self.references_changed.emit(len(self.album.references))
         self.show(0)
         return True
+
+    def close(self) -> None:
+        """Write what is pending, empty the trash of forgotten references, forget histories."""
+        if self.album is None:
+            return
+        self.saver.flush()
+        empty_trash(self.album.sidecar)
+        self.images.forget_histories()
 
     @property
     def record(self) -> ImageRecord | None:
@@ -121,22 +134,28 @@ class AlbumController(QObject):
         record = self.record
         if record is None or self.album.path_of(record) != path:
             return
+        if state.pending:
+            # Its mask is being computed: saved when the answer comes (a crash
+            # meanwhile loses only this action), and the thumbnail keeps the
+            # previous mask instead of blinking empty.
+            return
         self._save(record, state, self.images.session.mask())
 
     def _save(self, record: ImageRecord, state: EditState, mask: np.ndarray | None,
               image_state: ImageState | None = None) -> None:
         is_current = record is self.record
-        try:
-            persist.store(self.album, record, state, mask, self._stored if is_current else None, image_state)
-        except PersamError as exc:
-            if not self._save_error_shown:
-                self._save_error_shown = True
-                self.error.emit(f"{exc} (changes are kept only until the app closes)")
+        writes = persist.store(self.album, record, state, mask, self._stored if is_current else None, image_state)
+        self.saver.schedule(self.album, writes)
         if is_current:
             self._stored = state
         row = self.album.records.index(record)
-        self.panel.set_state(row, record.state, mask)
+        self.panel.set_state(row, record.state, mask, record.confidence)
         self.record_changed.emit(row)
+
+    def _on_save_failed(self, message: str) -> None:
+        if not self._save_error_shown:
+            self._save_error_shown = True
+            self.error.emit(f"{message} (changes are kept only until the app closes)")
 
     def accept_current(self) -> None:
         """Mark the current image's mask as approved."""
@@ -168,15 +187,59 @@ class AlbumController(QObject):
         if record is None:
             return
         self.album.add_reference(name, record, mask_file)
-        self._save_album()
+        self.album.subject = name
+        self.saver.schedule(self.album)
         self.references_changed.emit(len(self.album.references))
-        self.message.emit(f"reference {len(self.album.references)} added for {name!r}")
+        n = sum(r.name == name for r in self.album.references)
+        self.message.emit(f"reference added for {name!r} ({n} reference{'s' if n != 1 else ''} of it)")
 
-    def clear_references(self) -> None:
-        if self.album is not None:
-            self.album.remove_references()
-            self._save_album()
-            self.references_changed.emit(0)
+    def set_subject(self, name: str) -> None:
+        """Remember the subject's name with the album (restored on reopening)."""
+        name = name.strip()
+        if self.album is not None and name and name != self.album.subject:
+            self.album.subject = name
+            self.saver.schedule(self.album)
+
+    def forget_references(self) -> bool:
+        """Forget every reference, undoably (Ctrl+Z); the caller has asked the user."""
+        if self.album is None or not self.album.references:
+            return False
+        command = ForgetReferences(self.album, self.saver,
+                                   lambda: self.references_changed.emit(len(self.album.references)),
+                                   self.message.emit)
+        stack = self.images.undo_group.activeStack()
+        if stack is None:
+            command.redo()  # no photo on the canvas: not undoable, still reported
+        else:
+            stack.push(command)
+        return True
+
+    # -- review ---------------------------------------------------------------------------
+
+    def to_review(self) -> list[int]:
+        """Rows flagged *needs review*, in album order."""
+        if self.album is None:
+            return []
+        return [i for i, r in enumerate(self.album.records) if r.state == ImageState.NEEDS_REVIEW]
+
+    def step_review(self, delta: int) -> None:
+        """Show the next (``delta`` 1) or previous (-1) photo to review; wraps around."""
+        rows = self.to_review()
+        if not rows:
+            self.message.emit("no photo needs review")
+            return
+        if delta > 0:
+            after = [r for r in rows if r > self.current]
+            target, wrapped = (after[0], False) if after else (rows[0], True)
+        else:
+            before = [r for r in rows if r < self.current]
+            target, wrapped = (before[-1], False) if before else (rows[-1], True)
+        if target == self.current:
+            self.message.emit("this is the only photo that needs review")
+            return
+        self.show(target)
+        where = f"{rows.index(target) + 1} of {len(rows)} to review"
+        self.message.emit(f"{where} (wrapped around)" if wrapped else where)
 
     def propagation_targets(self) -> list[ImageRecord]:
         """Images propagation may write: not the user's work, not a reference image."""
@@ -196,6 +259,8 @@ class AlbumController(QObject):
                 self.message.emit(f"{item.path.name}: {item.error}")
             return
         record.size = item.original_size
+        if record is not self.record:
+            self.images.forget_history(self.album.path_of(record))  # its base changed under it
         state = EditState(prediction=item.prediction, confidence=item.confidence)
         flag = ImageState.PROPAGATED if item.confidence >= REVIEW_THRESHOLD else ImageState.NEEDS_REVIEW
         mask = item.prediction.display_mask(0)
@@ -203,9 +268,3 @@ class AlbumController(QObject):
             self.images.replace_state(state)
             mask = self.images.session.mask()
         self._save(record, state, mask, flag)
-
-    def _save_album(self) -> None:
-        try:
-            self.album.save()
-        except PersamError as exc:
-            self.error.emit(str(exc))

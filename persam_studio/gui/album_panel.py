@@ -69,6 +69,12 @@ class _BadgeDelegate(QStyledItemDelegate):
         painter.restore()
 
 
+def state_tooltip(name: str, state: ImageState, confidence: float | None) -> str:
+    """``photo.jpg: needs review (confidence 0.42)``."""
+    text = f"{name}: {STATE_LABELS[state]}"
+    return text if confidence is None else f"{text} (confidence {confidence:.2f})"
+
+
 def badge_rect(item_rect: QRect) -> QRect:
     """Where the badge sits in an item's rectangle (top right corner)."""
     return QRect(item_rect.right() - 22, item_rect.top() + 6, 16, 16)
@@ -109,25 +115,28 @@ class AlbumPanel(QListWidget):
         self._masks: list[np.ndarray | None] = []
         self.currentRowChanged.connect(self._on_row_changed)
         self._quiet = False
+        self._review_only = False
 
     def two_columns_width(self) -> int:
         """Dock width that shows two thumbnails side by side."""
         return 2 * self.gridSize().width() + self.verticalScrollBar().sizeHint().width() + 8
 
-    def set_images(self, names: list[str], states: list[ImageState]) -> None:
+    def set_images(self, names: list[str], states: list[ImageState],
+                   confidences: list[float | None] | None = None) -> None:
         self._quiet = True
         self.clear()
         placeholder = QPixmap(THUMB, THUMB)
         placeholder.fill(PLACEHOLDER_COLOR)
-        for name, state in zip(names, states):
+        for name, state, conf in zip(names, states, confidences or [None] * len(names)):
             item = QListWidgetItem(QIcon(placeholder), name)
             item.setData(STATE_ROLE, state.value)
-            item.setToolTip(f"{name}: {STATE_LABELS[state]}")
+            item.setToolTip(state_tooltip(name, state, conf))
             item.setTextAlignment(Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop)
             self.addItem(item)
         self._thumbs = [None for _ in names]
         self._masks = [None for _ in names]
         self._quiet = False
+        self.set_review_only(self._review_only)
 
     def set_thumbnail(self, row: int, pixels: np.ndarray, mask: np.ndarray | None = None) -> None:
         """Show ``pixels`` (uint8 (h, w, 3) RGB, decoded in a worker) for ``row``."""
@@ -153,15 +162,28 @@ class AlbumPanel(QListWidget):
         """Rows still waiting for their thumbnail or its error."""
         return sum(1 for row, t in enumerate(self._thumbs) if t is None and self.unreadable_reason(row) is None)
 
-    def set_state(self, row: int, state: ImageState, mask: np.ndarray | None) -> None:
+    def set_state(self, row: int, state: ImageState, mask: np.ndarray | None,
+                  confidence: float | None = None) -> None:
         if not 0 <= row < self.count():
             return
         item = self.item(row)
         item.setData(STATE_ROLE, state.value)
         if item.data(ERROR_ROLE) is None:  # an unreadable photo keeps its reason
-            item.setToolTip(f"{item.text()}: {STATE_LABELS[state]}")
+            item.setToolTip(state_tooltip(item.text(), state, confidence))
         self._masks[row] = mask
         self._update_icon(row)
+        self._apply_filter(row)
+
+    def set_review_only(self, on: bool) -> None:
+        """Show only the photos flagged *needs review* (and the one being edited)."""
+        self._review_only = on
+        for row in range(self.count()):
+            self._apply_filter(row)
+
+    def _apply_filter(self, row: int) -> None:
+        # The photo being fixed stays visible when it stops needing review.
+        hide = self._review_only and self.state(row) != ImageState.NEEDS_REVIEW and row != self.currentRow()
+        self.setRowHidden(row, hide)
 
     def state(self, row: int) -> ImageState:
         return ImageState(self.item(row).data(STATE_ROLE))
@@ -172,8 +194,11 @@ class AlbumPanel(QListWidget):
     def select_row(self, row: int) -> None:
         """Make ``row`` current without re-announcing it."""
         self._quiet = True
+        previous = self.currentRow()
         self.setCurrentRow(row)
         self._quiet = False
+        if self._review_only and previous >= 0:
+            self._apply_filter(previous)  # a fixed photo left behind is hidden now
 
     def _update_icon(self, row: int) -> None:
         thumb = self._thumbs[row]

@@ -1,4 +1,4 @@
-"""Start the desktop app: ``persam-studio [FOLDER|IMAGES...]``."""
+"""Start the desktop app: ``persam-studio [--checkpoint PATH] [--model TYPE] [FOLDER|IMAGES...]``."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Sequence
 from PySide6.QtWidgets import QApplication
 
 from persam_studio.gui.icon import ICON_NAME, app_icon
+from persam_studio.gui.launch import parse_app_args
 from persam_studio.gui.main_window import MainWindow
 from persam_studio.gui.settings import APPLICATION, ORGANIZATION, AppSettings
 
@@ -26,11 +27,20 @@ def create_application(argv: Sequence[str] | None = None) -> QApplication:
     return app
 
 
-def run_app(paths: list[str], settings: AppSettings | None = None) -> int:
-    """Open the window on ``paths`` (a folder or images, may be empty); returns the exit code."""
+def run_app(argv: list[str], settings: AppSettings | None = None) -> int:
+    """Open the window as ``argv`` asks (see :mod:`persam_studio.gui.launch`); returns the exit code.
+
+    ``argv``: the app's arguments, e.g. ``["--checkpoint", "sam.pth", "~/album"]``
+    or just paths (a folder or images, may be empty). A usage error prints one
+    line and returns 2 without opening a window.
+    """
+    try:
+        options = parse_app_args(argv)
+    except SystemExit as exc:  # --help, or a usage error already printed by argparse
+        return int(exc.code or 0)
     app = create_application()
-    window = MainWindow(settings or AppSettings())
+    window = MainWindow(settings or AppSettings(), launch=options)
     window.show()
-    if paths:
-        window.open_paths(paths)
+    if options.paths:
+        window.open_paths(list(options.paths))
     return int(app.exec())

@@ -12,7 +12,7 @@ import importlib.util
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -20,6 +20,15 @@ from persam_studio.core.io.album import Stroke
 from persam_studio.core.io.album_masks import full_size_logits, full_size_mask
 from persam_studio.gui.editing import Prediction, display_size
 from persam_studio.gui.session import PromptRequest
+
+if TYPE_CHECKING:  # pragma: no cover (names only: no torch at run time)
+    from persam_studio.core.io.imageio import LoadedImage
+    from persam_studio.core.personalize.persam import PersamResult, Target
+    from persam_studio.core.personalize.propagate import PropagationItem
+    from persam_studio.core.segment.engine import Engine
+    from persam_studio.core.types import Embedding, MaskResult
+
+Progress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -49,7 +58,7 @@ def find_checkpoint(choice: ModelChoice) -> Path | None:
     return _find(choice.checkpoint or None, choice.model_type or None)
 
 
-def open_engine(choice: ModelChoice) -> tuple[Any, EngineInfo]:
+def open_engine(choice: ModelChoice) -> tuple[Engine, EngineInfo]:
     """Load the model and wrap it in an Engine with the embedding cache.
 
     Raises:
@@ -62,35 +71,29 @@ def open_engine(choice: ModelChoice) -> tuple[Any, EngineInfo]:
     return engine, EngineInfo(engine.model_type, str(engine.device), str(engine.checkpoint), str(cache_dir))
 
 
-def load_pixels(path: Path) -> Any:
-    """Decode an image (EXIF-oriented RGB); returns a ``LoadedImage``."""
+def load_pixels(path: Path) -> LoadedImage:
+    """Decode an image (EXIF-oriented RGB)."""
     from persam_studio.core.io.imageio import load_image
 
     return load_image(path)
 
 
-def encode(engine: Any, pixels: np.ndarray) -> Any:
+def encode(engine: Engine, pixels: np.ndarray) -> Embedding:
     """The image's embedding (from the cache when there)."""
     return engine.encode(pixels)
 
 
-def encode_file(engine: Any, path: Path) -> tuple[Path, tuple[int, int]]:
+def encode_file(engine: Engine, path: Path) -> tuple[Path, tuple[int, int]]:
     """Load and encode ``path`` so the cache holds it (encode ahead)."""
     loaded = load_pixels(path)
     engine.encode(loaded.pixels)
     return path, loaded.size
 
 
-def predict(engine: Any, embedding: Any, request: PromptRequest) -> Prediction:
+def predict(engine: Engine, embedding: Embedding, request: PromptRequest) -> Prediction:
     """Answer a canvas request: decoder + display-size masks of every candidate."""
     t0 = time.perf_counter()
-    result = engine.predict(
-        embedding,
-        point_coords=request.point_coords,
-        point_labels=request.point_labels,
-        box=request.box,
-        multimask_output=request.multimask_output,
-    )
+    result: MaskResult = engine.predict(embedding, request.prompt, multimask_output=request.multimask_output)
     masks = result.masks(request.display_size)
     return Prediction.from_masks(
         result.low_res_logits, result.iou_predictions, masks, time.perf_counter() - t0
@@ -111,7 +114,7 @@ class Step:
     note: str = ""
 
 
-def prepare_steps(engine: Any, paths: Sequence[Path]) -> Iterator[Step]:
+def prepare_steps(engine: Engine, paths: Sequence[Path]) -> Iterator[Step]:
     """Encode every image of the album (cached ones cost a decode)."""
     from persam_studio.core.errors import PersamError
 
@@ -152,44 +155,60 @@ class Propagated:
 
 
 def fit_targets(
-    engine: Any, references: Sequence[ReferenceSpec], method: str, should_cancel: Callable[[], bool]
-) -> list[Any]:
-    """One Target per reference name (references sharing a name are averaged)."""
-    from persam_studio.core.io.album import read_mask_png
-    from persam_studio.core.errors import MaskError
-    from persam_studio.core.personalize.persam import fit_target
+    engine: Engine,
+    references: Sequence[ReferenceSpec],
+    method: str,
+    should_cancel: Callable[[], bool],
+    progress: Progress | None = None,
+) -> list[Target]:
+    """One Target per reference name (references sharing a name are averaged).
 
-    by_name: dict[str, list[tuple[Any, np.ndarray]]] = {}
+    ``progress(done, total)`` follows PerSAM-F's fitting steps over every
+    target (PerSAM fits nothing: it is not called).
+    """
+    from persam_studio.core.errors import MaskError
+    from persam_studio.core.io.album import read_mask_png
+    from persam_studio.core.personalize.targets import fit_targets as _fit, group_references
+
+    loaded = []
     for ref in references:
-        loaded = load_pixels(ref.image)
         mask = read_mask_png(ref.mask_file)
         if mask is None:
             raise MaskError(ref.mask_file, "reference mask is missing or unreadable")
-        by_name.setdefault(ref.name, []).append((engine.encode(loaded.pixels), mask))
-    return [
-        fit_target(engine, pairs, finetune=(method == "persam_f"), name=name, should_cancel=should_cancel)
-        for name, pairs in by_name.items()
-    ]
+        loaded.append((ref.name, load_pixels(ref.image).pixels, mask))
+    groups = group_references(loaded, file_names=False)
+    order = {g.name: i for i, g in enumerate(groups)}
+
+    def step(name: str, done: int, total: int) -> None:
+        if progress is not None:
+            progress(order[name] * total + done, len(groups) * total)
+
+    return _fit(engine, groups, finetune=method == "persam_f", progress=step, should_cancel=should_cancel)
 
 
 def propagate_steps(
-    engine: Any,
+    engine: Engine,
     references: Sequence[ReferenceSpec],
     paths: Sequence[Path],
     method: str,
     display_cap: int,
     should_cancel: Callable[[], bool],
+    fit_progress: Progress | None = None,
 ) -> Iterator[Step | Propagated]:
-    """Fit the targets, then segment every image; one item per image."""
+    """Fit the targets, then segment every image; one item per image.
+
+    ``fit_progress(step, steps)`` is called in the worker during PerSAM-F's
+    fitting (one generator step that takes seconds).
+    """
     yield Step(0, len(paths), note="fitting")
-    targets = fit_targets(engine, references, method, should_cancel)
+    targets = fit_targets(engine, references, method, should_cancel, fit_progress)
     from persam_studio.core.personalize.propagate import propagate
 
     for item in propagate(engine, targets, list(paths), should_cancel=should_cancel):
         yield _propagated(item, display_cap)
 
 
-def _propagated(item: Any, display_cap: int) -> Propagated:
+def _propagated(item: PropagationItem, display_cap: int) -> Propagated:
     results = _results_of(item)
     error = getattr(item, "error", None)
     if error is not None or not results:
@@ -210,7 +229,7 @@ def _propagated(item: Any, display_cap: int) -> Propagated:
     return Propagated(Path(item.path), item.index + 1, item.total, size, pred, conf)
 
 
-def _results_of(item: Any) -> list[Any]:
+def _results_of(item: PropagationItem) -> list[PersamResult]:
     """The PersamResults of an item; a target that failed (a message) makes it an error."""
     results = getattr(item, "results", None) or {}
     values = list(results.values()) if isinstance(results, dict) else list(results)

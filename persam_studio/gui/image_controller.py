@@ -1,29 +1,41 @@
 """The image being edited: loading, encoding, prompts, undo/redo.
 
-Turns canvas gestures into :class:`EditState` changes pushed on a
-``QUndoStack`` (every prompt and edit is undoable), and keeps the model busy
+Turns canvas gestures into :class:`EditState` changes pushed on the photo's
+own ``QUndoStack`` (every prompt and edit is undoable; each photo keeps its
+history while the album is open, for the :data:`HISTORIES` photos seen
+last), and keeps the model busy
 with the right things: the current image's encoding first, its prompt
 requests (one queued at most: a new click replaces the queued one), then
 neighbours encoded ahead. Answers for another image or an older request are
-dropped (see :class:`~persam_studio.gui.session.ImageSession`).
+dropped (see :class:`~persam_studio.gui.session.ImageSession`). While a
+new mask is computed the previous one stays on the canvas (no flicker).
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 from PySide6.QtCore import QObject, Signal
-from PySide6.QtGui import QUndoCommand, QUndoStack
+from PySide6.QtGui import QUndoCommand, QUndoGroup, QUndoStack
 
 from persam_studio.core.io.album import Stroke
 from persam_studio.core.types import Box, Point
 from persam_studio.gui import backend
 from persam_studio.gui.canvas import Canvas
 from persam_studio.gui.convert import rgb_to_qimage
-from persam_studio.gui.editing import DISPLAY_CAP, EditState, display_size
+from persam_studio.gui.editing import DISPLAY_CAP, EditState, Prediction, display_size
 from persam_studio.gui.session import ImageSession, PromptRequest
 from persam_studio.gui.workers import HIGH, NORMAL, Lane
+
+if TYPE_CHECKING:  # pragma: no cover
+    from persam_studio.core.io.imageio import LoadedImage
+    from persam_studio.core.segment.engine import Engine
+    from persam_studio.core.types import Embedding
+
+#: Photos whose undo history is kept (each state holds bit-packed masks).
+HISTORIES = 30
 
 Restore = Callable[[tuple[int, int], tuple[int, int]], EditState]
 
@@ -58,11 +70,11 @@ class ImageController(QObject):
         self.model_lane = model_lane
         self.io_lane = io_lane
         self.display_cap = display_cap
-        self.engine: Any = None
+        self.engine: Engine | None = None
         self.session: ImageSession | None = None
         self.pixels = None
-        self.undo_stack = QUndoStack(self)
-        self.undo_stack.setUndoLimit(200)
+        self.undo_group = QUndoGroup(self)
+        self._histories: OrderedDict[Path, tuple[QUndoStack, EditState | None]] = OrderedDict()
         self._busy = False
         self._loading = False
         self._restore: Restore | None = None
@@ -72,11 +84,21 @@ class ImageController(QObject):
 
     def open(self, path: Path, restore: Restore, ahead: list[Path] = ()) -> None:
         """Show ``path``; ``restore(original_size, display_size)`` gives its saved state."""
+        self._keep_history()
         self.session = None
         self.pixels = None
         self._restore = restore
         self._ahead = list(ahead)
-        self.undo_stack.clear()
+        stack, _ = self._histories.get(path, (None, None))
+        if stack is None:
+            stack = QUndoStack(self.undo_group)
+            stack.setUndoLimit(200)
+            self._histories[path] = (stack, None)
+        self._histories.move_to_end(path)
+        while len(self._histories) > HISTORIES:
+            old, _ = self._histories.popitem(last=False)[1]
+            old.deleteLater()
+        self.undo_group.setActiveStack(stack)
         self._pending_path = path
         self._loading = True
         self.io_lane.submit(
@@ -88,7 +110,32 @@ class ImageController(QObject):
         )
         self._set_busy(True)
 
-    def set_engine(self, engine: Any) -> None:
+    @property
+    def undo_stack(self) -> QUndoStack:
+        """The history of the photo on the canvas."""
+        return self.undo_group.activeStack()
+
+    def forget_history(self, path: Path) -> None:
+        """Drop ``path``'s history (its mask was replaced from elsewhere)."""
+        entry = self._histories.get(path)
+        if entry is not None and (self.session is None or self.session.path != path):
+            entry[0].deleteLater()
+            del self._histories[path]
+
+    def forget_histories(self) -> None:
+        """Every photo's history (the album closes)."""
+        self.undo_group.setActiveStack(None)
+        for stack, _ in self._histories.values():
+            stack.deleteLater()
+        self._histories.clear()
+
+    def _keep_history(self) -> None:
+        """Remember the state the leaving photo's history ends in."""
+        s = self.session
+        if s is not None and s.path in self._histories:
+            self._histories[s.path] = (self._histories[s.path][0], s.state)
+
+    def set_engine(self, engine: Engine) -> None:
         """The model is ready (or changed): (re-)encode the image on screen."""
         self.engine = engine
         if self.session is not None and self.pixels is not None:
@@ -104,7 +151,7 @@ class ImageController(QObject):
     def state(self) -> EditState | None:
         return None if self.session is None else self.session.state
 
-    def _on_loaded(self, path: Path, loaded: Any) -> None:
+    def _on_loaded(self, path: Path, loaded: LoadedImage) -> None:
         if path != self._pending_path:
             return  # the user has moved on
         self._loading = False
@@ -116,6 +163,12 @@ class ImageController(QObject):
         # keeps the array alive meanwhile.
         self.canvas.set_image(rgb_to_qimage(loaded.pixels, copy=False))
         state = self._restore(size, disp) if self._restore else EditState()
+        stack, kept = self._histories.get(path, (None, None))
+        if kept is not None and stack is not None and stack.count():
+            # Back on a photo with a history: continue from the state it ends
+            # in (the saved record holds the same mask; this one also keeps
+            # SAM's other candidates and the answers undo returns to).
+            state = kept
         self.session.set_state(state)
         self._refresh()
         self.image_opened.emit(path)
@@ -142,7 +195,7 @@ class ImageController(QObject):
             self.model_lane.submit(backend.encode_file, self.engine, p, slot=f"ahead{i}", priority=NORMAL)
         self._update_busy()
 
-    def _on_embedding(self, session: ImageSession, embedding: Any) -> None:
+    def _on_embedding(self, session: ImageSession, embedding: Embedding) -> None:
         if session is not self.session:
             return
         request = session.set_embedding(embedding)
@@ -184,7 +237,8 @@ class ImageController(QObject):
         """A new base from elsewhere (propagation): not undoable, history reset."""
         if self.session is None:
             return
-        self.undo_stack.clear()
+        if self.undo_stack is not None:
+            self.undo_stack.clear()
         self._apply(state, notify=False)
 
     def _push(self, state: EditState, text: str) -> None:
@@ -213,7 +267,7 @@ class ImageController(QObject):
             on_error=lambda e, s=session, rid=request.id: self._on_prediction_failed(s, rid, e),
         )
 
-    def _on_prediction(self, session: ImageSession, request_id: int, prediction: Any) -> None:
+    def _on_prediction(self, session: ImageSession, request_id: int, prediction: Prediction) -> None:
         if session is not self.session:
             return
         previous = session.state
@@ -240,6 +294,8 @@ class ImageController(QObject):
         if session is None:
             return
         self.canvas.set_prompts(session.state.points, session.state.box)
+        if session.state.pending:
+            return  # the previous mask stays until the new one arrives (no flicker)
         self.canvas.set_mask(session.mask())
         self.mask_changed.emit()
 

@@ -34,6 +34,7 @@ class JobsController(QObject):
 
     started = Signal(str)  # label
     progressed = Signal(int, int)  # done, total
+    fit_progressed = Signal(str, int, int)  # label, PerSAM-F step, steps (before the first photo)
     finished = Signal(str, str)  # label, summary
     message = Signal(str)
 
@@ -69,8 +70,11 @@ class JobsController(QObject):
     def use_as_reference(self, name: str) -> bool:
         """Snapshot the current mask (full size, in the model lane) as a reference."""
         record, state, session = self.albums.record, self.images.state, self.images.session
-        name = name.strip() or "subject"
+        name = name.strip()
         if record is None or state is None or session is None:
+            return False
+        if not name:
+            self.message.emit("type the subject's name first: references with one name form one target")
             return False
         if state.pending or state.is_empty:
             self.message.emit("make a mask first (or wait for it), then use it as reference")
@@ -104,7 +108,8 @@ class JobsController(QObject):
         ]
         paths = [album.path_of(r) for r in targets]
         steps = backend.propagate_steps(
-            self.model.engine, refs, paths, method, self.images.display_cap, lambda: self._cancelled()
+            self.model.engine, refs, paths, method, self.images.display_cap, lambda: self._cancelled(),
+            fit_progress=lambda done, total: self.job is not None and self.job.report(done, total),
         )
         return self._start(PROPAGATE, steps, len(paths))
 
@@ -155,6 +160,7 @@ class JobsController(QObject):
         self.job = self.lane.start_long(
             steps, on_items=self._on_items, on_done=lambda _: self._end("done"),
             on_error=self._on_error, on_cancelled=lambda: self._end("cancelled"),
+            on_progress=lambda done, total: self.fit_progressed.emit(label, done, total),
         )
         self.started.emit(label)
         self.progressed.emit(0, total)
@@ -166,7 +172,10 @@ class JobsController(QObject):
                 self.albums.apply_propagated(item)
                 self._count += item.prediction is not None
             if getattr(item, "error", None):
-                self._errors.append(f"{Path(item.path).name}: {item.error}")
+                # One line per photo, named once: the error's own text often starts with its path.
+                name = Path(item.path).name
+                error = str(item.error).replace(str(item.path), name)
+                self._errors.append(error if error.startswith(name) else f"{name}: {error}")
         if items:
             self.progressed.emit(items[-1].done, items[-1].total)
 
@@ -183,7 +192,7 @@ class JobsController(QObject):
             summary = (f"done: {counts[ImageState.PROPAGATED]} found, "
                        f"{counts[ImageState.NEEDS_REVIEW]} need review")
         if self._errors:
-            summary += f"; {len(self._errors)} error(s): " + "; ".join(self._errors[:3])
+            summary += f"; {len(self._errors)} error(s): " + "; ".join(self._errors)
         self.finished.emit(label, summary)
 
 

@@ -23,10 +23,14 @@ from persam_studio.gui.dialogs.shortcuts import ShortcutsDialog
 from persam_studio.gui.icon import app_icon
 from persam_studio.gui.image_controller import ImageController
 from persam_studio.gui.jobs_controller import JobsController, default_export_dir
+from persam_studio.gui.launch import SETTINGS, LaunchOptions, describe_model, effective_choice
+from persam_studio.gui.log_panel import LogPanel
 from persam_studio.gui.model_controller import EngineFactory, ModelController
+from persam_studio.gui.references import describe
 from persam_studio.gui.settings import AppSettings
 from persam_studio.gui.side_panel import SidePanel
 from persam_studio.gui.statusbar import StatusBar
+from persam_studio.gui.targets_view import TargetsView
 from persam_studio.gui.workers import Lane
 
 TITLE = "PerSAM Studio"
@@ -50,12 +54,15 @@ class MainWindow(QMainWindow):
         engine_factory: how to build the engine (default: find and load a
             checkpoint); tests pass one returning a random SAM.
         synchronous: run background work inline (logic tests only).
+        launch: the command line's ``--checkpoint`` and ``--model`` (win over
+            PERSAM_CHECKPOINT and Settings).
     """
 
     def __init__(self, settings: AppSettings, engine_factory: EngineFactory | None = None,
-                 synchronous: bool = False) -> None:
+                 synchronous: bool = False, launch: LaunchOptions | None = None) -> None:
         super().__init__()
         self.settings = settings
+        self.launch = launch or LaunchOptions()
         self.setWindowTitle(TITLE)
         self.setWindowIcon(app_icon())  # also when built without create_application (tests, embedding)
         self.setAcceptDrops(True)
@@ -65,27 +72,32 @@ class MainWindow(QMainWindow):
         self.canvas = Canvas(self)
         self.setCentralWidget(self.canvas)
         self.panel = AlbumPanel(self)
-        self.side = SidePanel(settings.opacity, settings.outline, self)
+        self.targets = TargetsView(self.io_lane)
+        self.side = SidePanel(settings.opacity, settings.outline, self.targets, self)
+        self.log = LogPanel(self)
         self.status = StatusBar(self)
         self.setStatusBar(self.status)
         docks = []
         for title, widget, area in (("Album", self.panel, Qt.DockWidgetArea.LeftDockWidgetArea),
-                                    ("Tools", self.side, Qt.DockWidgetArea.RightDockWidgetArea)):
+                                    ("Tools", self.side, Qt.DockWidgetArea.RightDockWidgetArea),
+                                    ("Log", self.log, Qt.DockWidgetArea.BottomDockWidgetArea)):
             dock = QDockWidget(title, self)
             dock.setObjectName(f"dock-{title.lower()}")
             dock.setWidget(widget)
             self.addDockWidget(area, dock)
             docks.append(dock)
-        self.resizeDocks(docks, [self.panel.two_columns_width(), 300], Qt.Orientation.Horizontal)
+        self.resizeDocks(docks[:2], [self.panel.two_columns_width(), 300], Qt.Orientation.Horizontal)
+        self.resizeDocks(docks[2:], [90], Qt.Orientation.Vertical)
 
         self.images = ImageController(self.canvas, self.model_lane, self.io_lane, screen_display_cap())
         self.albums = AlbumController(self.panel, self.images, self.io_lane, self)
         self.model = ModelController(self.model_lane, self.io_lane, engine_factory, self)
         self.jobs = JobsController(self.albums, self.images, self.model, self.model_lane, self)
-        self.actions_ = Actions(self, self.images.undo_stack)
+        self.actions_ = Actions(self, self.images.undo_group)
         self.actions_.install(self)
         self.model_dialog: ModelDialog | None = None
         self.about_dialog: AboutDialog | None = None
+        self.error_box: QMessageBox | None = None  # the last one shown
         self._wire()
         self.canvas.set_opacity(settings.opacity)
         self.canvas.set_outline(settings.outline)
@@ -95,7 +107,7 @@ class MainWindow(QMainWindow):
             self.restoreGeometry(geometry)
         if state is not None:
             self.restoreState(state)
-        self.model.load(settings.model_choice)
+        self._load_model()
 
     def _wire(self) -> None:
         a, c, s = self.actions_, self.canvas, self.status
@@ -125,6 +137,11 @@ class MainWindow(QMainWindow):
         a.use_reference.triggered.connect(lambda: self.jobs.use_as_reference(self.side.name.text()))
         a.propagate.triggered.connect(lambda: self.jobs.propagate(self.side.method.currentData()))
         a.accept.triggered.connect(self.albums.accept_current)
+        a.forget_references.triggered.connect(self._ask_forget_references)
+        a.next_review.triggered.connect(lambda: self.albums.step_review(1))
+        a.previous_review.triggered.connect(lambda: self.albums.step_review(-1))
+        a.review_only.toggled.connect(self.panel.set_review_only)
+        a.review_only.toggled.connect(self.side.review_only.setChecked)
         a.cancel_job.triggered.connect(self.jobs.cancel)
         a.settings.triggered.connect(self._ask_settings)
         a.model.triggered.connect(self._show_model_dialog)
@@ -132,7 +149,9 @@ class MainWindow(QMainWindow):
         a.about.triggered.connect(self._show_about)
         # Buttons doing what an action does say so with the action's words and keys.
         for button, action in ((self.side.use_button, a.use_reference), (self.side.propagate_button, a.propagate),
-                               (self.side.accept_button, a.accept), (s.cancel, a.cancel_job)):
+                               (self.side.accept_button, a.accept), (s.cancel, a.cancel_job),
+                               (self.side.clear_button, a.forget_references), (self.side.next_review, a.next_review),
+                               (self.side.previous_review, a.previous_review), (self.side.review_only, a.review_only)):
             button.setToolTip(action.toolTip())
         self.side.brush.setToolTip(f"Width of the brush and eraser on screen ({a.keys(a.brush_smaller)} smaller, "
                                    f"{a.keys(a.brush_larger)} larger)")
@@ -142,22 +161,29 @@ class MainWindow(QMainWindow):
         self.side.brush_changed.connect(lambda px: setattr(c, "brush_px", float(px)))
         self.side.reference_requested.connect(self.jobs.use_as_reference)
         self.side.propagate_requested.connect(self.jobs.propagate)
-        self.side.clear_references_requested.connect(self.albums.clear_references)
+        self.side.clear_references_requested.connect(self._ask_forget_references)
         self.side.accept_requested.connect(self.albums.accept_current)
+        self.side.subject_edited.connect(self.albums.set_subject)
+        self.side.review_step_requested.connect(self.albums.step_review)
+        self.side.review_only_toggled.connect(a.review_only.setChecked)
 
         self.images.busy_changed.connect(s.set_busy)
         self.images.mask_timed.connect(s.set_mask_time)
         self.images.image_opened.connect(lambda p: s.set_image_size(self.images.session.original_size))
-        self.images.image_failed.connect(lambda p, msg: s.showMessage(msg, 10000))
-        self.images.failed.connect(lambda msg: s.showMessage(msg, 10000))
+        self.images.image_failed.connect(lambda p, msg: self._tell(msg))
+        self.images.failed.connect(self._tell)
         self.albums.album_opened.connect(self._on_album_opened)
-        self.albums.references_changed.connect(self.side.set_reference_count)
-        self.albums.message.connect(lambda msg: s.showMessage(msg, 8000))
+        self.albums.references_changed.connect(self._show_references)
+        self.albums.current_changed.connect(self._show_review_state)
+        self.albums.record_changed.connect(self._show_review_state)
+        self.albums.message.connect(self._tell)
         self.albums.error.connect(self._show_error)
         self.jobs.started.connect(s.job_started)
         self.jobs.progressed.connect(s.job_progressed)
+        self.jobs.fit_progressed.connect(s.job_fitting)
         self.jobs.finished.connect(s.job_finished)
-        self.jobs.message.connect(lambda msg: s.showMessage(msg, 8000))
+        self.jobs.finished.connect(lambda label, summary: self.log.add(f"{label}: {summary}"))
+        self.jobs.message.connect(self._tell)
         s.cancel_requested.connect(self.jobs.cancel)
 
         self.model.loading.connect(lambda: s.set_model("model: loading…"))
@@ -177,7 +203,38 @@ class MainWindow(QMainWindow):
     def _on_album_opened(self, album) -> None:
         self.setWindowTitle(f"{album.root.name} — {TITLE}")
         self.side.set_method(album.method)
+        names = album.reference_names()
+        self.side.set_subject(album.subject or (names[-1] if names else "subject"))
         self.settings.last_folder = str(album.root)
+
+    # -- references and review -----------------------------------------------------------
+
+    def _tell(self, message: str) -> None:
+        """A message the user should see now and find later: status bar and Log."""
+        self.status.showMessage(message, 8000)
+        self.log.add(message)
+
+    def _show_references(self, _count: int = 0) -> None:
+        album = self.albums.album
+        self.targets.set_references(album, album.references if album else [])
+
+    def _show_review_state(self, _row: int = 0) -> None:
+        record = self.albums.record
+        self.side.set_confidence(record.state if record else None, record.confidence if record else None)
+        self.side.set_review_count(len(self.albums.to_review()))
+
+    def _ask_forget_references(self) -> None:
+        album = self.albums.album
+        if album is None or not album.references:
+            self._tell("no reference to forget")
+            return
+        box = QMessageBox(QMessageBox.Icon.Question, TITLE,
+                          f"Forget {describe(album.references)}?\n\nMasks already made stay. "
+                          "Undo (Ctrl+Z) brings the references back until the album closes.",
+                          QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel, self)
+        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+        if box.exec() == QMessageBox.StandardButton.Yes:
+            self.albums.forget_references()
 
     def _ask_folder(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Open album folder", self.settings.last_folder)
@@ -213,9 +270,19 @@ class MainWindow(QMainWindow):
 
     # -- model ---------------------------------------------------------------------------
 
+    def _load_model(self) -> None:
+        """Load the model the flags, PERSAM_CHECKPOINT or Settings ask for (in that order)."""
+        choice, origin = effective_choice(self.settings.model_choice, self.launch)
+        if origin.overridden:
+            self.log.add(f"Settings' checkpoint {origin.overridden} is not used: {origin.checkpoint} wins")
+        self.model.load(choice, origin)
+
     def _on_engine_ready(self, engine, info) -> None:
         self.images.set_engine(engine)
-        self.status.set_model(f"{info.model_type} ({info.device})")
+        text, tip = describe_model(info.model_type, info.device, info.path, self.model.origin or
+                                   effective_choice(self.settings.model_choice, self.launch)[1])
+        self.status.set_model(text, tip)
+        self.log.add(f"model: {text} ({info.path})")
         if self.model_dialog is not None:
             self.model_dialog.close()
 
@@ -225,8 +292,8 @@ class MainWindow(QMainWindow):
 
     def _on_model_failed(self, message: str) -> None:
         self.status.set_model("no model")
-        self._show_error(message)
         self._show_model_dialog()
+        self._show_error(message)  # on top of the dialog, parented to it
 
     def _show_model_dialog(self) -> None:
         if self.model_dialog is None:
@@ -245,17 +312,29 @@ class MainWindow(QMainWindow):
         if self.model_dialog is not None:
             self.model_dialog.download_ended("Download cancelled." if path is None else f"Downloaded {path}; loading…")
         if path is not None:
-            self.model.load(self.settings.model_choice)
+            self._load_model()
 
     def _use_checkpoint(self, path: str) -> None:
         self.settings.model_choice = replace(self.settings.model_choice, checkpoint=path)
-        self.model.load(self.settings.model_choice)
+        self._warn_if_overridden()
+        self._load_model()
 
     def _ask_settings(self) -> None:
-        dialog = SettingsDialog(self.settings.model_choice, self)
+        dialog = SettingsDialog(self.settings.model_choice, self.model_dialog if self._dialog_shown() else self)
         if dialog.exec():
             self.settings.model_choice = dialog.choice()
-            self.model.load(self.settings.model_choice)
+            self._warn_if_overridden()
+            self._load_model()
+
+    def _warn_if_overridden(self) -> None:
+        """A checkpoint kept in Settings does not win over a flag or PERSAM_CHECKPOINT: say so."""
+        _, origin = effective_choice(self.settings.model_choice, self.launch)
+        if origin.checkpoint != SETTINGS and origin.overridden:
+            self._show_error(f"{origin.overridden} is kept in Settings but not used: {origin.checkpoint} is set "
+                             f"and wins (flag, then PERSAM_CHECKPOINT, then Settings).")
+
+    def _dialog_shown(self) -> bool:
+        return self.model_dialog is not None and self.model_dialog.isVisible()
 
     def _show_about(self) -> None:
         if self.about_dialog is not None:
@@ -266,9 +345,14 @@ class MainWindow(QMainWindow):
         self.about_dialog.show()  # non-modal, like the other info dialogs
 
     def _show_error(self, message: str) -> None:
-        box = QMessageBox(QMessageBox.Icon.Warning, TITLE, message, QMessageBox.StandardButton.Ok, self)
+        # Parented to the model dialog when it is open, so the box is on top of it, not behind.
+        parent = self.model_dialog if self._dialog_shown() else self
+        self.log.add(message)
+        box = QMessageBox(QMessageBox.Icon.Warning, TITLE, message, QMessageBox.StandardButton.Ok, parent)
         box.setModal(False)
         box.show()  # never blocks: the app keeps working behind it
+        box.raise_()
+        self.error_box = box
 
     # -- window ---------------------------------------------------------------------------
 
@@ -291,6 +375,7 @@ class MainWindow(QMainWindow):
             self.model_dialog.close()
         self.jobs.cancel()
         self.model.cancel_download()
+        self.albums.close()  # waits for the pending save: nothing is lost
         self.io_lane.shutdown()
         self.model_lane.shutdown()
         super().closeEvent(event)

@@ -10,22 +10,26 @@ from __future__ import annotations
 
 import gc
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 from PySide6.QtCore import QObject, Signal
 
 from persam_studio.gui import backend
 from persam_studio.gui.backend import EngineInfo, ModelChoice
+from persam_studio.gui.launch import ModelOrigin
 from persam_studio.gui.workers import HIGH, Job, Lane
 
-EngineFactory = Callable[[ModelChoice], tuple[Any, EngineInfo]]
+if TYPE_CHECKING:  # pragma: no cover
+    from persam_studio.core.segment.engine import Engine
+
+EngineFactory = Callable[[ModelChoice], "tuple[Engine, EngineInfo]"]
 
 
 class NoCheckpoint(Exception):
     """No checkpoint was found where the app looks for one."""
 
 
-def open_engine(choice: ModelChoice) -> tuple[Any, EngineInfo]:
+def open_engine(choice: ModelChoice) -> tuple[Engine, EngineInfo]:
     """The default factory: find the checkpoint, load it (model lane)."""
     if backend.find_checkpoint(choice) is None:
         raise NoCheckpoint()
@@ -53,19 +57,21 @@ class ModelController(QObject):
         self.model_lane = model_lane
         self.io_lane = io_lane
         self.factory = factory or open_engine
-        self.engine: Any = None
+        self.engine: Engine | None = None
         self.info: EngineInfo | None = None
+        self.origin: ModelOrigin | None = None  # of the choice being loaded or loaded
         self._download: Job | None = None
 
-    def load(self, choice: ModelChoice) -> None:
-        """(Re)load the model for ``choice`` in the background."""
+    def load(self, choice: ModelChoice, origin: ModelOrigin | None = None) -> None:
+        """(Re)load the model for ``choice`` (whose parts came from ``origin``) in the background."""
+        self.origin = origin
         self.loading.emit()
         self.model_lane.submit(
             self.factory, choice, slot="model", priority=HIGH + 1,
             on_done=self._on_loaded, on_error=self._on_failed,
         )
 
-    def _on_loaded(self, result: tuple[Any, EngineInfo]) -> None:
+    def _on_loaded(self, result: tuple[Engine, EngineInfo]) -> None:
         self.engine, self.info = result
         # torch, segment_anything and the model leave ~400k long-lived Python
         # objects; a full garbage collection walks them all (0.3 s on a busy

@@ -12,6 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from functools import partial
+from pathlib import Path
+from typing import Callable
+
 from persam_studio.core.io.album import Album, ImageRecord, ImageState
 from persam_studio.gui.editing import Bitmap, EditState, Prediction, logits_to_mask
 
@@ -34,8 +38,8 @@ def store(
     display_mask: np.ndarray | None,
     previous: EditState | None = None,
     image_state: ImageState | None = None,
-) -> None:
-    """Write ``state`` into ``record`` and the sidecar, then save the album.
+) -> dict[Path, Callable[[], None]]:
+    """Write ``state`` into ``record``; return the sidecar file writes it needs.
 
     Args:
         display_mask: bool (h, w), the mask as shown (with strokes), or None.
@@ -43,9 +47,13 @@ def store(
         image_state: the record's new :class:`ImageState`; default MASKED
             for a state with a mask, UNTOUCHED for an empty one.
 
-    Raises:
-        OutputError: the sidecar cannot be written.
+    Returns:
+        {file: write} for the mask files (each write raises OutputError when
+        the sidecar cannot be written). The arrays they hold are never
+        changed afterwards, so a worker may run them later; the album's JSON
+        is not among them (the caller snapshots it with ``album.to_json()``).
     """
+    writes: dict[Path, Callable[[], None]] = {}
     record.points = state.points
     record.box = state.box
     record.strokes = state.strokes
@@ -53,18 +61,19 @@ def store(
     if base_changed(previous, state):
         if state.prediction is not None:
             i = state.candidate_index
-            album.save_logits(record, state.prediction.low_res_logits[i])
+            writes[album.mask_file(record, "logits")] = partial(
+                album.save_logits, record, state.prediction.low_res_logits[i])
             record.base = "logits"
         elif state.bitmap is not None:
-            album.save_bitmap(record, state.bitmap.mask)
+            writes[album.mask_file(record, "bitmap")] = partial(album.save_bitmap, record, state.bitmap.mask)
             record.base = "bitmap"
         else:
             record.base = "none"
     if image_state is None:
         image_state = ImageState.UNTOUCHED if state.is_empty else ImageState.MASKED
     record.state = image_state
-    album.save_display_mask(record, display_mask)
-    album.save()
+    writes[album.mask_file(record, "display")] = partial(album.save_display_mask, record, display_mask)
+    return writes
 
 
 def restore(

@@ -19,11 +19,13 @@ import itertools
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-import numpy as np
-
+from persam_studio.core.types import Prompt
 from persam_studio.gui.editing import EditState, Prediction
+
+if TYPE_CHECKING:  # pragma: no cover
+    from persam_studio.core.types import Embedding
 
 _ids = itertools.count(1)
 
@@ -35,33 +37,24 @@ class PromptRequest:
     Attributes:
         id: unique, increasing; answers to older ids are stale.
         prompt_key: identifies the prompt set (points, box).
-        point_coords: float (N, 2) XY in original-image pixels, or None.
-        point_labels: int (N,) 1 = object, 0 = background, or None.
-        box: float (4,) XYXY in original-image pixels, or None.
+        prompt: the canvas's points and box, in original-image pixels, as
+            the one value the engine takes (``Engine.predict(embedding, prompt)``).
         multimask_output: three candidates or one.
         display_size: (h, w) the masks are wanted at.
     """
 
     id: int
     prompt_key: tuple
-    point_coords: np.ndarray | None
-    point_labels: np.ndarray | None
-    box: np.ndarray | None
+    prompt: Prompt
     multimask_output: bool
     display_size: tuple[int, int]
 
     @staticmethod
     def for_state(state: EditState, display_size: tuple[int, int]) -> PromptRequest:
-        coords = labels = None
-        if state.points:
-            coords = np.array([[p.x, p.y] for p in state.points], dtype=float)
-            labels = np.array([p.label for p in state.points], dtype=int)
         return PromptRequest(
             id=next(_ids),
             prompt_key=state.prompt_key,
-            point_coords=coords,
-            point_labels=labels,
-            box=None if state.box is None else state.box.as_array(),
+            prompt=Prompt(points=state.points, box=state.box),
             multimask_output=state.multimask,
             display_size=display_size,
         )
@@ -88,7 +81,7 @@ class ImageSession:
         self.original_size = original_size
         self.display_size = display_size
         self.state = EditState()
-        self.embedding: Any = None
+        self.embedding: Embedding | None = None
         self.request: PromptRequest | None = None  # the latest one sent
         self._memo: OrderedDict[tuple, Prediction] = OrderedDict()
         self._memo_size = memo_size
@@ -103,7 +96,7 @@ class ImageSession:
         self.state = self._resolved(state)
         return self._request_if_needed()
 
-    def set_embedding(self, embedding: Any) -> PromptRequest | None:
+    def set_embedding(self, embedding: Embedding) -> PromptRequest | None:
         """The image's embedding arrived; return the request for queued clicks."""
         self.embedding = embedding
         return self._request_if_needed()

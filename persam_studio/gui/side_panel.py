@@ -1,4 +1,4 @@
-"""The right-hand panel: view settings, personalisation controls, state legend."""
+"""The right-hand panel: view settings, personalisation controls (targets), review, state legend."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (
 )
 
 from persam_studio.core.io.album import ImageState
+from persam_studio.core.types import REVIEW_THRESHOLD
 from persam_studio.gui.album_panel import STATE_COLORS, STATE_LABELS
 
 METHODS = (("PerSAM (training-free)", "persam"), ("PerSAM-F (fits 2 weights, better on parts)", "persam_f"))
@@ -39,11 +40,14 @@ class SidePanel(QWidget):
     outline_toggled = Signal(bool)
     brush_changed = Signal(int)
     reference_requested = Signal(str)  # subject name
+    subject_edited = Signal(str)  # the name, when the user has finished typing it
+    review_step_requested = Signal(int)  # +1 next, -1 previous photo to review
+    review_only_toggled = Signal(bool)
     propagate_requested = Signal(str)  # method
     clear_references_requested = Signal()
     accept_requested = Signal()
 
-    def __init__(self, opacity: float, outline: bool, parent=None) -> None:
+    def __init__(self, opacity: float, outline: bool, targets: QWidget, parent=None) -> None:
         super().__init__(parent)
         view = QGroupBox("View", self)
         self.opacity = QSlider(Qt.Orientation.Horizontal, view)
@@ -65,7 +69,8 @@ class SidePanel(QWidget):
         self.name = QLineEdit("subject", person)
         self.name.setPlaceholderText("subject name")
         self.use_button = QPushButton("Use as reference", person)
-        self.references = QLabel("No reference yet", person)
+        self.targets = targets  # the targets, their reference counts and thumbnails
+        targets.setParent(person)
         self.method = QComboBox(person)
         for label, value in METHODS:
             self.method.addItem(label, value)
@@ -78,7 +83,7 @@ class SidePanel(QWidget):
         pf = QFormLayout(person)
         pf.addRow("Subject", self.name)
         pf.addRow(self.use_button)
-        pf.addRow(self.references)
+        pf.addRow(self.targets)
         pf.addRow("Method", self.method)
         pf.addRow(self.propagate_button)
         pf.addRow(self.clear_button)
@@ -93,9 +98,26 @@ class SidePanel(QWidget):
             row.addStretch(1)
             lv.addLayout(row)
 
+        review = QGroupBox("Review", self)
+        self.confidence = QLabel("", review)
+        self.confidence.setWordWrap(True)
+        self.previous_review = QPushButton("◀ Previous", review)
+        self.next_review = QPushButton("Next to review ▶", review)
+        self.review_only = QCheckBox("Show only photos to review", review)
+        self.review_count = QLabel("", review)
+        rv = QVBoxLayout(review)
+        rv.addWidget(self.confidence)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.previous_review)
+        buttons.addWidget(self.next_review)
+        rv.addLayout(buttons)
+        rv.addWidget(self.review_only)
+        rv.addWidget(self.review_count)
+
         layout = QVBoxLayout(self)
         layout.addWidget(view)
         layout.addWidget(person)
+        layout.addWidget(review)
         layout.addWidget(legend)
         layout.addStretch(1)
 
@@ -103,12 +125,28 @@ class SidePanel(QWidget):
         self.outline.toggled.connect(self.outline_toggled.emit)
         self.brush.valueChanged.connect(self.brush_changed.emit)
         self.use_button.clicked.connect(lambda: self.reference_requested.emit(self.name.text()))
+        self.name.editingFinished.connect(lambda: self.subject_edited.emit(self.name.text()))
+        self.previous_review.clicked.connect(lambda: self.review_step_requested.emit(-1))
+        self.next_review.clicked.connect(lambda: self.review_step_requested.emit(1))
+        self.review_only.toggled.connect(self.review_only_toggled.emit)
         self.propagate_button.clicked.connect(lambda: self.propagate_requested.emit(self.method.currentData()))
         self.clear_button.clicked.connect(self.clear_references_requested.emit)
         self.accept_button.clicked.connect(self.accept_requested.emit)
 
-    def set_reference_count(self, n: int) -> None:
-        self.references.setText("No reference yet" if n == 0 else f"{n} reference(s)")
+    def set_subject(self, name: str) -> None:
+        self.name.setText(name)
+
+    def set_confidence(self, state: ImageState | None, confidence: float | None) -> None:
+        """The photo on the canvas: PerSAM's confidence when it made the mask."""
+        if confidence is None:
+            self.confidence.setText("Confidence: — (not a propagated mask)")
+        else:
+            note = "below" if confidence < REVIEW_THRESHOLD else "at or above"
+            flagged = " — needs review" if state == ImageState.NEEDS_REVIEW else ""
+            self.confidence.setText(f"Confidence: {confidence:.2f} ({note} {REVIEW_THRESHOLD:.1f}){flagged}")
+
+    def set_review_count(self, n: int) -> None:
+        self.review_count.setText("No photo needs review" if n == 0 else f"{n} photo{'s' if n != 1 else ''} to review")
 
     def set_method(self, method: str) -> None:
         self.method.setCurrentIndex(max(0, self.method.findData(method)))

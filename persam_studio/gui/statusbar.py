@@ -29,6 +29,7 @@ class StatusBar(QStatusBar):
         self.zoom_label = QLabel(self)
         self.model_label = QLabel("model: loading…", self)
         self.time_label = QLabel(self)
+        self._label = ""
         for w in (self.job_label, self.job, self.cancel):
             self.addPermanentWidget(w)
             w.hide()
@@ -44,23 +45,36 @@ class StatusBar(QStatusBar):
     def set_zoom(self, zoom: float) -> None:
         self.zoom_label.setText(f"{zoom * 100:.0f} %")
 
-    def set_model(self, text: str) -> None:
+    def set_model(self, text: str, tooltip: str = "") -> None:
         self.model_label.setText(text)
+        self.model_label.setToolTip(tooltip)
 
     def set_mask_time(self, seconds: float) -> None:
         self.time_label.setText(f"mask {seconds * 1000:.0f} ms")
 
     def job_started(self, label: str) -> None:
+        self._label = label
         self.job_label.setText(label)
         self.job.setRange(0, 0)
         for w in (self.job_label, self.job, self.cancel):
             w.show()
 
     def job_progressed(self, done: int, total: int) -> None:
+        self.job_label.setText(self._label)
+        self.job.setRange(0, max(total, 1))
+        self.job.setValue(done)
+
+    def job_fitting(self, label: str, done: int, total: int) -> None:
+        """PerSAM-F's fitting, before the first photo: its own steps."""
+        self.job_label.setText(f"{label}: fitting PerSAM-F")
         self.job.setRange(0, max(total, 1))
         self.job.setValue(done)
 
     def job_finished(self, label: str, summary: str) -> None:
         for w in (self.job_label, self.job, self.cancel):
             w.hide()
-        self.showMessage(f"{label}: {summary}", 15000)
+        text = f"{label}: {summary}"
+        if len(text) > 90:  # the whole summary, every error, is in the Log panel
+            head = summary.split(" error(s): ")[0]
+            text = f"{label}: {head} error(s) (see Log)" if head != summary else text[:78].rstrip() + "… (see Log)"
+        self.showMessage(text, 15000)

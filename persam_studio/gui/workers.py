@@ -231,10 +231,16 @@ class Lane(QObject):
         on_done: Callable[[Any], None] | None = None,
         on_error: Callable[[BaseException], None] | None = None,
         on_cancelled: Callable[[], None] | None = None,
+        on_progress: Callable[[int, int], None] | None = None,
     ) -> LongJob:
-        """Run a generator step by step; see :class:`LongJob`."""
+        """Run a generator step by step; see :class:`LongJob`.
+
+        ``on_progress`` receives what a step reports through :meth:`Job.report`
+        while it runs (a step that takes seconds, like PerSAM-F's fitting).
+        """
         job = LongJob(self, steps, priority)
         job.on_items, job.on_done, job.on_error, job.on_cancelled = on_items, on_done, on_error, on_cancelled
+        job.on_progress = on_progress
         self._start(job, None)
         return job
 

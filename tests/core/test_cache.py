@@ -207,12 +207,18 @@ def _flip_payload_byte(data: bytes, key: str) -> bytes:
     return bytes(b)
 
 
-def _header_with(data: bytes, key: str, **changes) -> bytes:
+def _header_with(data: bytes, key: str, resign: bool = False, **changes) -> bytes:
+    """The entry with header fields changed; ``resign``: with a digest that fits again."""
+    from persam_studio.core.segment.cache import _digest
+
     n = struct.unpack_from("<I", data, 12)[0]
-    meta = json.loads(data[16 : 16 + n])
+    digest, header, payload = data[16:32], data[32 : 32 + n], data[32 + n :]
+    meta = json.loads(header)
     meta.update(changes)
     header = json.dumps(meta).encode()
-    return data[:12] + struct.pack("<I", len(header)) + header + data[16 + n :]
+    if resign:  # a writer that checksummed a wrong header: the size checks must catch it
+        digest = _digest(header, payload)
+    return data[:12] + struct.pack("<I", len(header)) + digest + header + payload
 
 
 CORRUPTIONS = {
@@ -221,12 +227,23 @@ CORRUPTIONS = {
     "empty": lambda data, key: b"",
     "flipped-payload-byte": _flip_payload_byte,
     "garbage": lambda data, key: os.urandom(len(data)),
-    "bad-json": lambda data, key: data[:16] + b"{" * 10 + data[26:],
+    "bad-json": lambda data, key: data[:32] + b"{" * 10 + data[42:],
     "other-version": lambda data, key: data[:8] + struct.pack("<I", 99) + data[12:],
     "wrong-shape": lambda data, key: _header_with(data, key, shape=[256, 128, 32]),
     "wrong-dtype": lambda data, key: _header_with(data, key, dtype="<f8"),
     "trailing-bytes": lambda data, key: data + b"\0" * 8,
     "foreign": lambda data, key: encode_entry(fake_embedding("someone-else"), np.float16),
+    # Issue 15: edited sizes in the header gave wrong masks with exit 0.
+    "edited-input-size": lambda data, key: _header_with(data, key, input_size=[700, 1024]),
+    "edited-original-size": lambda data, key: _header_with(data, key, original_size=[200, 400]),
+    "resigned-input-size": lambda data, key: _header_with(data, key, True, input_size=[700, 1024]),
+}
+# Consistent in itself, but for another image size: only the caller, who has
+# the image, can tell (the engine passes its size to the cache).
+CORRUPTIONS_FOR_THE_ENGINE = {
+    **CORRUPTIONS,
+    "resigned-both-sizes": lambda data, key: _header_with(
+        data, key, True, original_size=[200, 400], input_size=[512, 1024]),
 }
 
 
@@ -252,16 +269,36 @@ def test_corrupt_entry_is_a_miss_and_is_removed(tmp_path, stored_entry, kind):
     assert cache.get(key) is not None  # the fixture's bytes are valid: the check can fail
 
 
-@pytest.mark.parametrize("kind", ["truncated", "flipped-payload-byte", "garbage", "foreign"])
+@pytest.mark.parametrize("kind", ["truncated", "flipped-payload-byte", "garbage", "foreign",
+                                  "edited-input-size", "resigned-both-sizes"])
 def test_engine_recomputes_over_a_corrupt_entry(tmp_path, tiny_sam, rgb_image, stored_entry, kind):
     key, data = stored_entry
     path = entry_file(tmp_path, key)
-    path.write_bytes(CORRUPTIONS[kind](data, key))
+    path.write_bytes(CORRUPTIONS_FOR_THE_ENGINE[kind](data, key))
     engine = Engine(tiny_sam, MODEL_KEY, EmbeddingCache(tmp_path))
     emb = engine.encode(rgb_image)
     assert engine.encode_count == 1  # recomputed, no exception
     again = EmbeddingCache(tmp_path).get(key)  # re-stored, valid
     np.testing.assert_allclose(again.features, emb.features, rtol=2**-11, atol=1e-6)
+
+
+def test_entry_for_another_image_size_is_a_miss(tmp_path, stored_entry):
+    key, data = stored_entry
+    entry_file(tmp_path, key).write_bytes(data)
+    cache = EmbeddingCache(tmp_path)
+    assert cache.get(key, original_size=(301, 400)) is None  # checked against the image
+    entry_file(tmp_path, key).write_bytes(data)
+    assert cache.get(key, original_size=(300, 400)) is not None
+    assert cache.get(key, original_size=(10, 10)) is None  # the memory copy is checked too
+
+
+def test_fifo_at_the_entry_path_is_a_miss_not_a_hang(tmp_path):
+    emb = fake_embedding("fifo")
+    os.mkfifo(entry_file(tmp_path, emb.cache_key))
+    cache = EmbeddingCache(tmp_path)
+    assert cache.get(emb.cache_key) is None
+    cache.put(emb)  # refused by the atomic writer (not a regular file): memory still works
+    assert cache.get(emb.cache_key) is emb
 
 
 def test_unreadable_entry_path_is_a_miss(tmp_path):

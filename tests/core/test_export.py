@@ -133,7 +133,7 @@ def test_refuses_to_overwrite_an_input(tmp_path, rgb_image, mask):
         lambda: save_cutout_png(src, rgb_image, mask, inputs=[other_spelling]),
         lambda: save_image(src, rgb_image, inputs=[src]),
     ):
-        with pytest.raises(OutputError, match="refusing to overwrite an input image") as excinfo:
+        with pytest.raises(OutputError, match="refusing to overwrite an input") as excinfo:
             attempt()
         _one_line(excinfo, src)
     assert src.read_bytes() == before

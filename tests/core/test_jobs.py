@@ -256,3 +256,26 @@ def test_run_each_without_a_report(tmp_path):
     assert outcomes[1].error == f"{items[1].source}: height and width must be > 0" and outcomes[1].rows == ()
     with pytest.raises(ZeroDivisionError):  # a bug surfaces
         list(run_each(items, lambda item: [{"status": str(1 / 0)}]))
+
+
+def test_a_part_may_have_several_rows_and_resume_keeps_them_all(tmp_path):
+    """propagate --instances: one row per instance, all kept on resume, in order."""
+
+    def work(item):
+        out = item.parts[0].outputs[0]
+        if not out.is_file():
+            atomic_write_bytes(out, b"mask")
+        n = 2 if item.name == "a" else 1
+        return [{"file": str(item.source), "value": f"{item.name}{i}", "status": "ok"} for i in range(n)]
+
+    batch, out = _batch(tmp_path, ["a.txt", "b.txt"])
+    list(batch.run(work))
+    with open(out / "report.csv", newline="") as fh:
+        first = [(Path(r["file"]).stem, r["value"], r["status"]) for r in csv.DictReader(fh)]
+    assert first == [("a", "a0", "ok"), ("a", "a1", "ok"), ("b", "b0", "ok")]
+    again, _ = _batch(tmp_path, ["a.txt", "b.txt"])
+    list(again.run(work))
+    with open(out / "report.csv", newline="") as fh:
+        kept = [(Path(r["file"]).stem, r["value"], r["status"]) for r in csv.DictReader(fh)]
+    assert kept == [("a", "a0", "skipped"), ("a", "a1", "skipped"), ("b", "b0", "skipped")]
+    assert again.counts() == {"skipped": 3}

@@ -28,6 +28,7 @@ def _propagate(window, qtbot, method="persam"):
     with qtbot.waitSignal(window.jobs.finished, timeout=120000) as finished:
         window.side.set_method(method)
         window.side.propagate_button.click()
+    window.albums.saver.flush()  # saving runs in the I/O lane: wait for it before reading the disk
     return progress, finished.args
 
 
@@ -45,7 +46,7 @@ def test_propagate_through_the_gui_to_the_end(make_window, album5, qtbot, method
     wait_idle(qtbot, window)
     click(qtbot, window, 250, 140)
     _use_as_reference(window, qtbot)
-    assert window.side.references.text() == "1 reference(s)"
+    assert window.targets.target_labels() == ["disc — 1 reference"]
     progress, (label, summary) = _propagate(window, qtbot, method)
 
     assert label == "Propagating" and summary.startswith("done"), summary
@@ -174,7 +175,7 @@ def test_saved_album_is_restored_on_reopening(make_window, album_dir, qtbot, set
     restored = again.canvas.current_mask
     assert (restored != mask).mean() < 0.002  # re-rendered from the saved float16 logits
     assert again.panel.state(0) == ImageState.MASKED
-    assert again.side.references.text() == "1 reference(s)"
+    assert again.targets.target_labels() == ["disc — 1 reference"]
     assert (album_dir / SIDECAR / "album.json").is_file()
     # Undo history starts fresh, but editing goes on from the restored prompts.
     predicts = again.engine.predicts
@@ -191,6 +192,7 @@ def test_loaded_mask_file_becomes_the_mask(make_window, album_dir, qtbot, tmp_pa
     Image.fromarray(m).save(tmp_path / "m.png")
     window.albums.load_mask_file(tmp_path / "m.png")
     np.testing.assert_array_equal(window.canvas.current_mask, m > 0)
+    window.albums.saver.flush()
     assert Album.open(sorted(album_dir.glob("*.png")), root=album_dir).records[0].base == "bitmap"
     window.images.undo_stack.undo()
     assert window.canvas.current_mask is None
@@ -273,5 +275,7 @@ def test_unsaveable_album_warns_once_and_keeps_working(make_window, album_dir, q
     wait_idle(qtbot, window)
     click(qtbot, window, 250, 140)
     click(qtbot, window, 60, 40, Qt.MouseButton.RightButton)
+    window.albums.saver.flush()
+    qtbot.wait(50)  # the drains' answers reach the GUI thread
     assert len(errors) == 1 and "cannot save album state" in errors[0]
     assert window.canvas.current_mask is not None and len(window.images.state.points) == 2

@@ -27,7 +27,7 @@ def test_clicks_before_the_embedding_become_one_request():
         state = state.with_point(Point(x, x, 1))
         assert s.set_state(state) is None  # nothing to ask yet: no embedding
     request = s.set_embedding(object())
-    assert request is not None and len(request.point_coords) == 3
+    assert request is not None and len(request.prompt.points) == 3
     assert s.set_embedding(object()) is None  # already asked
 
 

@@ -57,7 +57,7 @@ def parse_background(spec: str, inputs: list[Path] | None = None) -> tuple[Backg
     if spec.strip().lower() == BLUR:
         return BLUR, "a blurred background"
     path = Path(spec)
-    if path.is_file():
+    if path.exists():  # a folder, FIFO or bad file then fails with one line from the reader
         if inputs is not None:
             inputs.append(path)
         return load_image(path).pixels, path.name

@@ -18,13 +18,14 @@ strand-level detail. Full-resolution work touches only the band's pixels.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable
 
 import cv2
 import numpy as np
 
-from persam_studio.core.errors import Cancelled
+from persam_studio.core.errors import Cancelled, PersamError
 from persam_studio.core.edges.trimap import UNKNOWN, TrimapParams, build_trimap, mask_unit
 
 
@@ -66,8 +67,17 @@ def refine_alpha(
         (alpha, foreground): float32 (H, W) in [0, 1], and uint8 (H, W, 3)
         RGB colours of the object with the old background removed (equal to
         ``pixels`` where alpha is 1; estimated colours where it is below 1).
+
+    Raises:
+        PersamError: out of memory (one line). Full-resolution work is done
+            in strips, so a 50 MP photo refines in well under 2 GB.
     """
-    return refine_matte(pixels, mask, logits, soft=soft, should_cancel=should_cancel)
+    try:
+        return refine_matte(pixels, mask, logits, soft=soft, should_cancel=should_cancel)
+    except MemoryError:
+        h, w = np.shape(mask)[:2]
+        raise PersamError(None, f"not enough memory to refine the edges of a {w}x{h} image "
+                          "(try without --refine)") from None
 
 
 def refine_matte(
@@ -161,24 +171,40 @@ def _solve_alpha(image: np.ndarray, trimap: np.ndarray, params: MattingParams, c
         if calls[0] % 16 == 0:
             check()
 
+    if min(image.shape[:2]) < _MIN_SOLVE_SIDE:
+        # A crop a few pixels thin (a 1 x 5000 image) has no 3x3 windows for
+        # the matting Laplacian: pymatting divides by zero and its
+        # preconditioner fails. Keep the mask there.
+        return (trimap >= UNKNOWN).astype(np.float32)
     try:
-        a = pymatting.estimate_alpha_cf(
-            image,
-            trimap.astype(np.float64),
-            laplacian_kwargs={"epsilon": params.epsilon},
-            cg_kwargs={"rtol": params.cg_rtol, "callback": poll, "maxiter": 5000},
-        )
+        with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+            warnings.simplefilter("ignore", RuntimeWarning)
+            a = pymatting.estimate_alpha_cf(
+                image,
+                trimap.astype(np.float64),
+                laplacian_kwargs={"epsilon": params.epsilon},
+                cg_kwargs={"rtol": params.cg_rtol, "callback": poll, "maxiter": 5000},
+            )
     except ValueError:
         # CG did not converge (a degenerate crop): keep the mask there.
         a = (trimap >= UNKNOWN).astype(np.float64)
+    if not np.isfinite(a).all():
+        a = np.where(np.isfinite(a), a, (trimap >= UNKNOWN).astype(np.float64))
     return np.clip(a, 0.0, 1.0).astype(np.float32)
+
+
+#: Shortest crop side the matting solve accepts (its windows are 3 x 3).
+_MIN_SOLVE_SIDE = 4
 
 
 def _foreground(image: np.ndarray, alpha: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Multi-level foreground and background colours, float32 (h, w, 3) in [0, 1]."""
     import pymatting
 
-    f, b = pymatting.estimate_foreground_ml(image, alpha, return_background=True)
+    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        f, b = pymatting.estimate_foreground_ml(image, alpha, return_background=True)
+    f, b = np.nan_to_num(f), np.nan_to_num(b)
     return np.clip(f, 0, 1).astype(np.float32), np.clip(b, 0, 1).astype(np.float32)
 
 
@@ -206,19 +232,38 @@ def _upsample_into(alpha, fg, pixels, image, solved, a_small, f_small, b_small, 
     solved8 = np.ascontiguousarray(solved).view(np.uint8)
     was_solved = cv2.resize(solved8, size, interpolation=cv2.INTER_NEAREST).astype(bool)
     region[was_solved] = up[was_solved] >= 0.5
+    del up, was_solved
     band = cv2.resize(soft.view(np.uint8), size, interpolation=cv2.INTER_NEAREST)
-    ys, xs = np.nonzero(band)
-    if ys.size == 0:
-        return
-    # Full-size pixel centres in crop coordinates at low resolution.
-    gy = ((ys + fy0 + 0.5) * (sh / h) - 0.5 - y0).astype(np.float32)
-    gx = ((xs + fx0 + 0.5) * (sw / w) - 0.5 - x0).astype(np.float32)
-
     coef = _guided_coefficients(image.astype(np.float32), a_small, params.guide_radius, params.guide_eps)
+    # The soft band of a ragged mask on a 50 MP photo holds tens of millions
+    # of pixels, and each needs about 100 bytes of temporaries below: done
+    # in strips of rows, the peak stays a few hundred MB whatever the band.
+    step = max(1, _BAND_CHUNK // max(1, band.shape[1]))
+    for r0 in range(0, band.shape[0], step):
+        ys, xs = np.nonzero(band[r0 : r0 + step])
+        if ys.size == 0:
+            continue
+        ys = ys.astype(np.int32) + (r0 + fy0)  # full-image rows and columns
+        xs = xs.astype(np.int32) + fx0
+        _refine_band_pixels(alpha, fg, pixels, ys, xs, coef, f_small, b_small, origin, small_shape)
+
+
+#: Full-size band pixels handled at once by :func:`_upsample_into`.
+_BAND_CHUNK = 1 << 20
+
+
+def _refine_band_pixels(alpha, fg, pixels, ys, xs, coef, f_small, b_small, origin, small_shape) -> None:
+    """Alpha (guided-filter model) and foreground of full-size pixels (ys, xs), in place."""
+    h, w = alpha.shape
+    sh, sw = small_shape
+    y0, x0 = origin
+    # Full-size pixel centres in crop coordinates at low resolution.
+    gy = ((ys + 0.5) * (sh / h) - 0.5 - y0).astype(np.float32)
+    gx = ((xs + 0.5) * (sw / w) - 0.5 - x0).astype(np.float32)
     ab = _sample(coef, gx, gy)
-    colour = pixels[ys + fy0, xs + fx0].astype(np.float32) * (1.0 / 255.0)
+    colour = pixels[ys, xs].astype(np.float32) * (1.0 / 255.0)
     a = np.clip((ab[:, :3] * colour).sum(axis=1) + ab[:, 3], 0.0, 1.0)
-    region[ys, xs] = a
+    alpha[ys, xs] = a
 
     f_up = _sample(f_small, gx, gy)
     b_up = _sample(b_small, gx, gy)
@@ -227,7 +272,7 @@ def _upsample_into(alpha, fg, pixels, image, solved, a_small, f_small, b_small, 
     residual = colour - (al * f_up + (1 - al) * b_up)
     f_full = f_up + al * residual / (al * al + (1 - al) ** 2)
     keep = a < 1.0
-    fg[ys[keep] + fy0, xs[keep] + fx0] = _to_u8(f_full[keep])
+    fg[ys[keep], xs[keep]] = _to_u8(f_full[keep])
 
 
 def _sample(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:

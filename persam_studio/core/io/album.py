@@ -15,6 +15,9 @@ Everything lives in a sidecar folder ``<root>/.persam-studio/``::
                                mask's base (exact full-size export later)
     masks/<id>.bitmap.png      a base mask loaded from a file, full size
     references/<id>-<n>.png    full-size reference masks
+    trash/<id>-<n>.png         masks of forgotten references, kept so that
+                               the app's Undo can bring them back; emptied
+                               when the app closes the album
 
 Every write is atomic (:mod:`persam_studio.core.io.atomic`), so a crash leaves
 the state of the last completed action. Hidden folders are skipped when
@@ -43,6 +46,7 @@ from persam_studio.core.types import Box, Point
 
 SIDECAR = ".persam-studio"
 ALBUM_FILE = "album.json"
+TRASH = "trash"  # forgotten references' masks, until the album closes
 FORMAT_VERSION = 1
 
 
@@ -151,6 +155,7 @@ class Album:
     records: list[ImageRecord]
     references: list[ReferenceRecord] = field(default_factory=list)
     method: str = "persam"
+    subject: str = ""  # the name last typed for the subject ("" = none yet)
     # Records of images in the saved state that were not opened this time:
     # kept verbatim so opening a few files never forgets the rest.
     _other: list[dict[str, Any]] = field(default_factory=list, repr=False)
@@ -200,6 +205,7 @@ class Album:
         return {
             "version": FORMAT_VERSION,
             "method": self.method,
+            "subject": self.subject,
             "images": [r.to_json() for r in self.records] + self._other,
             "references": [{"name": r.name, "image": r.image, "mask": r.mask} for r in self.references],
         }
@@ -210,8 +216,7 @@ class Album:
         Raises:
             OutputError: the sidecar folder cannot be written (read-only album).
         """
-        text = json.dumps(self.to_json(), indent=1)
-        _guarded(self.sidecar, lambda: atomic_write_text(self.sidecar / ALBUM_FILE, text))
+        write_album_json(self.sidecar, self.to_json())
 
     def _restore(self) -> None:
         path = self.sidecar / ALBUM_FILE
@@ -222,6 +227,7 @@ class Album:
         if not isinstance(data, dict) or data.get("version") != FORMAT_VERSION:
             return
         self.method = str(data.get("method", self.method))
+        self.subject = str(data.get("subject") or "")
         by_path: dict[str, dict[str, Any]] = {}
         for d in data.get("images", []):
             if isinstance(d, dict) and "path" in d:
@@ -295,7 +301,9 @@ class Album:
     def new_reference_file(self, record: ImageRecord) -> Path:
         """A fresh path under ``references/`` for a reference mask of ``record``."""
         n = 0
-        while (self.sidecar / "references" / f"{record.id}-{n}.png").exists() or any(
+        while (self.sidecar / "references" / f"{record.id}-{n}.png").exists() or (
+            self.sidecar / TRASH / f"{record.id}-{n}.png"
+        ).exists() or any(
             r.mask == f"{record.id}-{n}.png" for r in self.references
         ):
             n += 1
@@ -319,9 +327,10 @@ class Album:
         self.references.append(ref)
         return ref
 
-    def remove_references(self) -> None:
-        """Forget every reference (their mask files are left in place)."""
-        self.references.clear()
+    def remove_references(self) -> list[ReferenceRecord]:
+        """Forget every reference; returns them (their mask files stay: see :func:`move_reference_file`)."""
+        removed, self.references = self.references, []
+        return removed
 
     def reference_mask(self, ref: ReferenceRecord) -> np.ndarray | None:
         return read_mask_png(self.sidecar / "references" / ref.mask)
@@ -332,6 +341,59 @@ class Album:
 
     def reference_names(self) -> list[str]:
         return list(dict.fromkeys(r.name for r in self.references))
+
+
+def write_album_json(sidecar: Path, data: dict[str, Any]) -> None:
+    """Write :meth:`Album.to_json`'s ``data`` as ``sidecar/album.json``, atomically.
+
+    Takes a snapshot, not the album, so that a worker can write it while the
+    GUI goes on changing the album.
+
+    Raises:
+        OutputError: the sidecar folder cannot be written (read-only album).
+    """
+    text = json.dumps(data, indent=1)
+    _guarded(sidecar, lambda: atomic_write_text(sidecar / ALBUM_FILE, text))
+
+
+def move_reference_file(sidecar: Path, name: str, to_trash: bool) -> None:
+    """Move the reference mask ``name`` into ``trash/`` (or back to ``references/``).
+
+    Idempotent: a file already where it should be, or in neither place, is
+    left alone, so an undo that follows a forget before either was written
+    does no harm.
+
+    Raises:
+        OutputError: the file cannot be moved.
+    """
+    live, trashed = sidecar / "references" / name, sidecar / TRASH / name
+    src, dst = (live, trashed) if to_trash else (trashed, live)
+    if not src.exists():
+        return
+
+    def move() -> None:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(src, dst)
+
+    _guarded(dst, move)
+
+
+def empty_trash(sidecar: Path) -> None:
+    """Delete the masks of forgotten references for good (album closed)."""
+    folder = sidecar / TRASH
+    try:
+        files = list(folder.iterdir())
+    except OSError:
+        return
+    for f in files:
+        try:
+            f.unlink()
+        except OSError:
+            pass
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
 
 
 def album_root(paths: Iterable[Path]) -> Path:

@@ -5,16 +5,35 @@ fsynced, then ``os.replace``-d over the destination. A crash or kill leaves
 either the old file or the new one, never a partial file; the temporary file
 of an interrupted write is removed or, after a hard kill, left with a name that
 starts with ``.`` and ends with ``.part`` (readers ignore those).
+
+The destination must be a new path or a regular file
+(:func:`persam_studio.core.io.guard.check_destination`): a device, FIFO,
+folder or a link to one is refused with ``OutputError`` before anything is
+written. A symbolic link to a regular file is replaced by the new file; the
+file it pointed to is not written through.
+
+:func:`staged_writes` groups the writes of one command: inside it, every
+write is prepared in full (temporary file written and fsynced) but only moved
+into place when the block ends without an error. A command whose second
+output fails therefore leaves neither output behind.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 import re
 import tempfile
 from pathlib import Path
 from typing import IO, Iterator
+
+from persam_studio.core.io.guard import check_destination
+
+# The writes staged by the innermost staged_writes() block: (tmp, dest) pairs.
+_staged: contextvars.ContextVar[list[tuple[Path, Path]] | None] = contextvars.ContextVar(
+    "persam_staged_writes", default=None
+)
 
 # The temporary of ``dest`` is ".<dest name>.<8 random characters>.part":
 # mkstemp's random part is 8 characters of [a-z0-9_]. One pattern, so that
@@ -30,8 +49,15 @@ def atomic_path(dest: str | Path) -> Iterator[Path]:
     Use this for libraries that want a file name (``PIL.Image.save``,
     ``numpy.save``). The caller writes the whole file to the yielded path.
     On an exception the temporary file is removed and ``dest`` is untouched.
+    Inside :func:`staged_writes` the move happens when that block ends.
+
+    Raises:
+        OutputError: ``dest`` exists and is not a regular file (see
+            :func:`~persam_studio.core.io.guard.check_destination`).
+        OSError: the folder or the file cannot be written.
     """
     dest = Path(dest)
+    check_destination(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=_TEMP_SUFFIX, dir=dest.parent)
     # mkstemp creates 0600; give the file the mode a plain open() would
@@ -42,12 +68,65 @@ def atomic_path(dest: str | Path) -> Iterator[Path]:
     try:
         yield tmp_path
         _fsync_file(tmp_path)
+        staged = _staged.get()
+        if staged is not None:
+            staged.append((tmp_path, dest))
+            return
+        check_destination(dest)  # again: it may have changed while we wrote
         os.replace(tmp_path, dest)
         _fsync_dir(dest.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
         raise
+
+
+@contextlib.contextmanager
+def staged_writes() -> Iterator[None]:
+    """Make the atomic writes inside the block all-or-nothing.
+
+    Each write inside is complete on disk (in its temporary file) before any
+    destination is touched; when the block ends normally they are moved into
+    place in order. On an exception no destination is touched and the
+    temporary files are removed. If moving one into place fails, the files
+    this block already moved to new paths are removed again (an existing
+    file that was already replaced cannot be brought back), and the error
+    propagates.
+    """
+    outer = _staged.get()
+    pending: list[tuple[Path, Path]] = []
+    token = _staged.set(pending)
+    try:
+        yield
+    except BaseException:
+        _staged.reset(token)
+        _discard(pending)
+        raise
+    _staged.reset(token)
+    if outer is not None:  # nested: the outer block decides
+        outer.extend(pending)
+        return
+    created: list[Path] = []
+    try:
+        for i, (tmp, dest) in enumerate(pending):
+            check_destination(dest)
+            existed = os.path.lexists(dest)
+            os.replace(tmp, dest)
+            _fsync_dir(dest.parent)
+            if not existed:
+                created.append(dest)
+    except BaseException:
+        _discard(pending[i:])
+        for path in created:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        raise
+
+
+def _discard(pending: list[tuple[Path, Path]]) -> None:
+    for tmp, _ in pending:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
 
 
 @contextlib.contextmanager

@@ -7,9 +7,10 @@ orientation tag, so every viewer shows them the way the arrays are laid out.
 Every write goes through :func:`persam_studio.core.io.atomic.atomic_path`: a
 failed or interrupted write leaves the previous file (or nothing), never a
 partial one. A destination that is one of the ``inputs`` (same path, a link
-to it, or a hard link) is refused with :class:`OutputError`, because
-overwriting a user's original photo with a mask is the one mistake an export
-must never make.
+to it, or a hard link), a folder, a device or a FIFO is refused with
+:class:`OutputError` (the rule lives in :mod:`persam_studio.core.io.guard`),
+because overwriting a user's original photo with a mask is the one mistake
+an export must never make.
 
 PNG compression (4000x3000 photo, ratios measured within one run on a busy
 2-core machine): a binary mask encodes in about the same time at zlib level
@@ -21,7 +22,6 @@ cutouts and PNG images use level 1.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Iterable
 
@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image
 
 from persam_studio.core.io.atomic import atomic_path
+from persam_studio.core.io.guard import check_outputs
 from persam_studio.core.errors import OutputError
 
 #: zlib levels for PNG writes; see the module docstring for the trade-off.
@@ -156,19 +157,9 @@ def save_image(
 
 
 def _refuse_inputs(path: Path, inputs: Iterable[str | Path]) -> None:
-    if path.is_dir():
-        raise OutputError(path, "is a folder; give a file name")
-    target = os.path.normcase(os.path.realpath(path))
-    for item in inputs:
-        src = Path(item)
-        same = os.path.normcase(os.path.realpath(src)) == target
-        if not same and path.exists() and src.exists():
-            try:
-                same = os.path.samefile(path, src)  # hard links, mounts
-            except OSError:
-                same = False
-        if same:
-            raise OutputError(path, "refusing to overwrite an input image")
+    # The one rule of every write (core/io/guard.py): not over an input, a
+    # folder, a device or a FIFO.
+    check_outputs([path], inputs)
 
 
 def _write(path: Path, im: Image.Image, fmt: str, **options) -> None:
@@ -178,6 +169,8 @@ def _write(path: Path, im: Image.Image, fmt: str, **options) -> None:
             im.save(tmp, format=fmt, **options)
     except OSError as e:
         raise OutputError(path, f"cannot write ({e.strerror or e})") from None
+    except MemoryError:
+        raise OutputError(path, "not enough memory to encode the file") from None
 
 
 def _as_bool_mask(mask: np.ndarray, what: str) -> np.ndarray:

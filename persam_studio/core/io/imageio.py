@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import struct
+import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -206,19 +208,30 @@ def natural_key(text: str) -> tuple:
 def _open_decoded(path: Path, error: type[ImageReadError] | type[MaskError]) -> Image.Image:
     """Open, size-check, fully decode and orient ``path``; errors are one line."""
     try:
-        nbytes = path.stat().st_size
+        st = path.stat()
+        nbytes = st.st_size
     except FileNotFoundError:
         raise error(path, "not found") from None
     except PermissionError:
         raise error(path, "permission denied") from None
     except OSError as e:
         raise error(path, f"cannot read ({e.strerror or e})") from None
-    if path.is_dir():
+    if stat.S_ISDIR(st.st_mode):
         raise error(path, "is a folder, not an image file")
+    if not stat.S_ISREG(st.st_mode):
+        # A FIFO or /dev/zero has size 0 but is not "empty"; reading one
+        # could block or never end.
+        kind = "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a device" if (
+            stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)) else "a socket or special file"
+        raise error(path, f"is {kind}, not an image file")
     if nbytes == 0:
         raise error(path, "empty file (0 bytes)")
     try:
-        im = Image.open(path, formats=_FORMATS)
+        # PIL warns (on stderr) between MAX_PIXELS and twice that; the size
+        # check below turns those into our one-line error instead.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path, formats=_FORMATS)
     except PermissionError:
         raise error(path, "permission denied") from None
     except UnidentifiedImageError:
@@ -251,8 +264,10 @@ def _open_decoded(path: Path, error: type[ImageReadError] | type[MaskError]) -> 
 def _unidentified_problem(path: Path) -> str:
     """Name the format of a real image we refuse, else say it is not one."""
     try:
-        with Image.open(path) as im:  # header only: nothing is decoded
-            fmt = im.format
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:  # header only: nothing is decoded
+                fmt = im.format
     except Exception:  # any failure here just means: not an image we know
         fmt = None
     if fmt:

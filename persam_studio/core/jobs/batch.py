@@ -52,8 +52,8 @@ class Batch:
         self.items = list(items)
         self.kept = 0
         self.finished = 0
-        self._previous: dict[Key, Row] = {}
-        self._rows: dict[Key, Row] = {}  # this run's rows
+        self._previous: dict[Key, list[Row]] = {}
+        self._rows: dict[Key, list[Row]] = {}  # this run's rows, by part
         self._done: set[Key] = set()  # parts finished by an earlier run
         self._errors: dict[str, None] = {}  # ordered, one entry per message
 
@@ -98,7 +98,7 @@ class Batch:
             self.kept += all(written)
             if all(part.key in self._done for part in item.parts):
                 for part in item.parts:
-                    self._rows[part.key] = self._kept_row(part.key)
+                    self._rows[part.key] = self._kept_rows(part.key)
                 self.finished += 1
             else:
                 pending.append(item)
@@ -106,7 +106,7 @@ class Batch:
         return pending
 
     def record(self, outcome: Outcome, *, flush: bool = True) -> list[Row]:
-        """Store an item's rows and rewrite the report; returns the rows stored.
+        """Store an item's rows (one or more per part) and rewrite the report; returns the rows stored.
 
         A failed item gets an ``error`` row per part, except parts an earlier
         run finished: their files are fine, so their kept rows stay.
@@ -118,21 +118,24 @@ class Batch:
             ValueError: the work returned no row for one of the item's parts (a bug).
         """
         item = outcome.item
-        got = {self.report.key_of(r): r for r in outcome.rows}
+        got: dict[Key, list[Row]] = {}
+        for r in outcome.rows:
+            got.setdefault(self.report.key_of(r), []).append(r)
         rows = []
         for part in item.parts:
             if part.key in self._done:
-                row = self._kept_row(part.key)
+                part_rows = self._kept_rows(part.key)
             elif outcome.error is not None:
-                row = self.report.row(part.key, status="error", error=outcome.error)
+                part_rows = [self.report.row(part.key, status="error", error=outcome.error)]
             elif part.key in got:
-                row = self.report.row(part.key, **got[part.key])
+                part_rows = [self.report.row(part.key, **r) for r in got[part.key]]
             else:
                 raise ValueError(f"the work for {item.source} gave no report row for {part.key}")
-            if row["status"] == "error":
-                self._errors[row["error"] or str(item.source)] = None
-            self._rows[part.key] = row
-            rows.append(row)
+            for row in part_rows:
+                if row["status"] == "error":
+                    self._errors[row["error"] or str(item.source)] = None
+            self._rows[part.key] = part_rows
+            rows.extend(part_rows)
         self.finished += 1
         if flush:
             self.flush()
@@ -188,25 +191,26 @@ class Batch:
         """Rewrite the report: this batch's rows in item order, then an earlier
         run's rows for other inputs (a resumed run with fewer inputs keeps them)."""
         keys = [part.key for item in self.items for part in item.parts]
-        ordered = [self._rows.get(k) or self._previous.get(k) for k in keys]
+        ordered = [r for k in keys for r in (self._rows.get(k) or self._previous.get(k) or ())]
         known = set(keys)
-        others = [r for k, r in self._previous.items() if k not in known]
-        self.report.write([r for r in ordered if r] + others)
+        others = [r for k, rs in self._previous.items() if k not in known for r in rs]
+        self.report.write(ordered + others)
 
     def counts(self) -> dict[str, int]:
         """Rows of this run by status (``ok``, ``skipped``, ``error``, ...), in first-seen order."""
         counts: dict[str, int] = {}
-        for row in self._rows.values():
-            counts[row["status"]] = counts.get(row["status"], 0) + 1
+        for rows in self._rows.values():
+            for row in rows:
+                counts[row["status"]] = counts.get(row["status"], 0) + 1
         return counts
 
     def errors(self) -> list[str]:
         """One line per distinct problem of this run, in order."""
         return list(self._errors)
 
-    def _kept_row(self, key: Key) -> Row:
+    def _kept_rows(self, key: Key) -> list[Row]:
         # Numbers of the run that made the files; the status says this run kept them.
-        return {**self._previous[key], "status": "skipped", "error": ""}
+        return [{**r, "status": "skipped", "error": ""} for r in self._previous[key]]
 
 
 def remove_stale_temporaries(outputs: Iterable[Path]) -> list[Path]:

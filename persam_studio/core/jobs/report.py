@@ -1,4 +1,8 @@
-"""``report.csv`` of a batch: one row per item (and part), rewritten atomically.
+"""``report.csv`` of a batch: rows per item and part, rewritten atomically.
+
+A part usually has one row; a part may have several (``propagate
+--instances``: one row per instance found), which share the part's key
+columns and differ in others.
 
 The report is the batch's memory between runs: resume reads it back to know
 which outputs belong to a finished item. It is rewritten whole, through
@@ -30,7 +34,7 @@ class Report:
         path: the report file, usually ``OUTDIR/report.csv``.
         columns: all columns in file order; must include ``key``, ``status``
             and ``error``.
-        key: the columns that identify a row (one row per key).
+        key: the columns that identify a part (its rows share them).
     """
 
     def __init__(self, path: str | Path, columns: Sequence[str], key: Sequence[str] = ("file",)) -> None:
@@ -61,8 +65,8 @@ class Report:
             what = "a folder" if self.path.is_dir() else "not a regular file"
             raise OutputError(self.path, f"is {what}; the report must be a file")
 
-    def read(self) -> dict[Key, Row]:
-        """Rows of an earlier run, by key; {} when there is none.
+    def read(self) -> dict[Key, list[Row]]:
+        """Rows of an earlier run, grouped by key in file order; {} when there is none.
 
         A report that cannot be read or parsed counts as none: the batch then
         redoes the items it cannot vouch for, which is safe, and writes a
@@ -76,7 +80,10 @@ class Report:
                 rows = [{c: r.get(c) or "" for c in self.columns} for r in reader]
         except (OSError, csv.Error, UnicodeDecodeError):
             return {}
-        return {self.key_of(r): r for r in rows}
+        grouped: dict[Key, list[Row]] = {}
+        for r in rows:
+            grouped.setdefault(self.key_of(r), []).append(r)
+        return grouped
 
     def write(self, rows: Iterable[Mapping[str, str]]) -> None:
         """Replace the report with ``rows`` (in that order), atomically.

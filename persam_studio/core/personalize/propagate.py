@@ -21,10 +21,11 @@ import numpy as np
 
 from persam_studio.core.segment.engine import Engine
 from persam_studio.core.errors import Cancelled, PersamError
+from persam_studio.core.personalize.instances import InstancesResult, find_instances
+from persam_studio.core.personalize.methods import DEFAULT_INSTANCE_FRACTION
+from persam_studio.core.types import REVIEW_THRESHOLD
 from persam_studio.core.personalize.persam import PersamResult, Target, segment
 
-#: Default confidence below which a result is flagged for review.
-DOUBTFUL_BELOW = 0.6
 
 
 @dataclass(frozen=True, eq=False)
@@ -41,6 +42,9 @@ class PropagationItem:
             the image could not be read).
         error: one-line reason when the image itself could not be used.
         pixels: uint8 (H, W, 3) RGB of the oriented image, None on error.
+        instances: target name -> :class:`InstancesResult` (its first
+            instance is ``results[name]``; its ``mask()`` is the union to
+            save), or the same error string as ``results``.
     """
 
     path: Path
@@ -51,6 +55,7 @@ class PropagationItem:
     encoded: bool
     error: str | None = None
     pixels: np.ndarray | None = field(default=None, repr=False)
+    instances: dict[str, InstancesResult | str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -58,7 +63,7 @@ class PropagationItem:
         return self.error is None and all(isinstance(r, PersamResult) for r in self.results.values())
 
 
-def is_doubtful(result: PersamResult | str, threshold: float = DOUBTFUL_BELOW) -> bool:
+def is_doubtful(result: PersamResult | str, threshold: float = REVIEW_THRESHOLD) -> bool:
     """Should a person look at this result? Errors, empty masks and low confidence."""
     if not isinstance(result, PersamResult):
         return True
@@ -71,6 +76,8 @@ def propagate(
     paths: Sequence[Path],
     *,
     should_cancel: Callable[[], bool] | None = None,
+    instances: int | None = 1,
+    instance_fraction: float = DEFAULT_INSTANCE_FRACTION,
 ) -> Iterator[PropagationItem]:
     """Segment every target in every image, yielding one item per image in order.
 
@@ -79,6 +86,11 @@ def propagate(
         targets: from :func:`persam_studio.core.personalize.persam.fit_target`; names must differ.
         paths: image files; each is loaded with EXIF orientation applied.
         should_cancel: polled before each image.
+        instances: instances to look for per image and target: a number, or
+            ``None`` for all (see :func:`~persam_studio.core.personalize.instances.find_instances`).
+            With 1 (the default) each image gets PerSAM's single result.
+        instance_fraction: a further instance is kept while its similarity
+            peak is at least this fraction of the first one's.
 
     Raises:
         Cancelled: ``should_cancel()`` returned True.
@@ -91,17 +103,26 @@ def propagate(
     for index, path in enumerate(paths):
         if should_cancel is not None and should_cancel():
             raise Cancelled()
-        yield segment_image(engine, targets, path, index, total)
+        yield segment_image(engine, targets, path, index, total,
+                            instances=instances, instance_fraction=instance_fraction)
 
 
 def segment_image(
-    engine: Engine, targets: Sequence[Target], path: Path, index: int = 0, total: int = 1
+    engine: Engine,
+    targets: Sequence[Target],
+    path: Path,
+    index: int = 0,
+    total: int = 1,
+    *,
+    instances: int | None = 1,
+    instance_fraction: float = DEFAULT_INSTANCE_FRACTION,
 ) -> PropagationItem:
     """Load one image, encode it (cached) and segment every target in it.
 
     The per-image step of :func:`propagate`, for callers that drive their own
     loop (a batch command, a distributed worker). An image that cannot be
     read, and a target that fails, are reported in the item, not raised.
+    ``instances`` and ``instance_fraction`` are as for :func:`propagate`.
 
     Raises:
         ValueError, MemoryError: from the encoder on data it refuses (e.g. an
@@ -120,13 +141,21 @@ def segment_image(
     except PersamError as exc:
         message = str(exc)
         return PropagationItem(path, index, total, {n: message for n in names},
-                               time.perf_counter() - t0, False, error=message)
+                               time.perf_counter() - t0, False, error=message,
+                               instances={n: message for n in names})
     encoded = engine.encode_count > before
     results: dict[str, PersamResult | str] = {}
+    found: dict[str, InstancesResult | str] = {}
     for target in targets:
         try:
-            results[target.name] = segment(engine, embedding, target)
+            if instances == 1:
+                one = segment(engine, embedding, target)
+                found[target.name] = InstancesResult((one,), embedding.original_size, embedding.input_size)
+            else:
+                found[target.name] = find_instances(engine, embedding, target, max_instances=instances,
+                                                    fraction=instance_fraction)
+            results[target.name] = found[target.name].first
         except PersamError as exc:
-            results[target.name] = str(exc)
+            results[target.name] = found[target.name] = str(exc)
     return PropagationItem(path, index, total, results, time.perf_counter() - t0, encoded,
-                           pixels=image.pixels)
+                           pixels=image.pixels, instances=found)

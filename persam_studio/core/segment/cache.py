@@ -17,15 +17,20 @@ On-disk format of ``<sanitised key>.emb`` (all integers little-endian)::
     8 bytes   MAGIC  b"PSEMBED\\n"
     uint32    format version (FORMAT_VERSION)
     uint32    n = length of the JSON header in bytes
+    16 bytes  blake2b digest of the JSON header *and* the payload together
     n bytes   UTF-8 JSON: key, model_key, image_key, shape [256, 64, 64],
               dtype ("<f2" or "<f4"), original_size [H, W], input_size [h, w],
-              payload_bytes, blake2b (hex digest of the payload, 16 bytes)
+              payload_bytes
     payload   the features, C order, ``payload_bytes`` long, nothing after
 
 Reading validates everything; any mismatch (other magic or version, bad
 JSON, a stored key that differs from the requested one, wrong shape, dtype
-or length, checksum failure, truncation) is a miss: the bad file is deleted
-and the engine recomputes. A bad cache file never raises.
+or length, checksum failure over header or payload, truncation, an
+``input_size`` that is not SAM's resize of ``original_size``, or an
+``original_size`` other than the size of the image the caller is encoding)
+is a miss: the bad file is deleted and the engine recomputes. A bad cache
+file never raises. (Format 1 checksummed only the payload: an edited size in
+its header gave wrong masks. Format 1 files are misses.)
 
 Several processes may share the folder: files are replaced atomically
 (:func:`persam_studio.core.io.atomic.atomic_path`), readers validate, and a file
@@ -46,19 +51,22 @@ import threading
 import time
 from collections import OrderedDict
 from pathlib import Path
+from stat import S_ISREG
 
 import numpy as np
 
+from persam_studio.core.errors import OutputError
+from persam_studio.core.geometry import sam_input_size
 from persam_studio.core.io.atomic import atomic_path
 from persam_studio.core.types import Embedding, cache_key
 
 log = logging.getLogger(__name__)
 
 MAGIC = b"PSEMBED\n"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 SUFFIX = ".emb"
 FEATURE_SHAPE = (256, 64, 64)
-_PREFIX = struct.Struct("<8sII")  # magic, version, JSON header length
+_PREFIX = struct.Struct("<8sII16s")  # magic, version, JSON header length, digest
 _MAX_HEADER = 64 * 1024
 _DISK_DTYPES = {np.dtype("<f2"), np.dtype("<f4")}
 _MAX_ENTRY = _PREFIX.size + _MAX_HEADER + int(np.prod(FEATURE_SHAPE)) * 4
@@ -92,8 +100,12 @@ def entry_name(key: str) -> str:
     return safe + SUFFIX
 
 
-def _checksum(payload: bytes | memoryview) -> str:
-    return hashlib.blake2b(payload, digest_size=16).hexdigest()
+def _digest(header: bytes | memoryview, payload: bytes | memoryview) -> bytes:
+    h = hashlib.blake2b(digest_size=16)
+    h.update(struct.pack("<Q", len(header)))  # where the header ends is covered too
+    h.update(header)
+    h.update(payload)
+    return h.digest()
 
 
 def encode_entry(embedding: Embedding, dtype: np.dtype | type = np.float16) -> bytes:
@@ -117,11 +129,11 @@ def encode_entry(embedding: Embedding, dtype: np.dtype | type = np.float16) -> b
             "original_size": list(embedding.original_size),
             "input_size": list(embedding.input_size),
             "payload_bytes": len(payload),
-            "blake2b": _checksum(payload),
         },
         sort_keys=True,
     ).encode("utf-8")
-    return _PREFIX.pack(MAGIC, FORMAT_VERSION, len(header)) + header + payload.tobytes()
+    digest = _digest(header, payload)
+    return _PREFIX.pack(MAGIC, FORMAT_VERSION, len(header), digest) + header + payload.tobytes()
 
 
 def _size_pair(value: object) -> tuple[int, int]:
@@ -132,22 +144,32 @@ def _size_pair(value: object) -> tuple[int, int]:
     return int(value[0]), int(value[1])
 
 
-def decode_entry(data: bytes, key: str) -> Embedding:
+def decode_entry(data: bytes, key: str, original_size: tuple[int, int] | None = None) -> Embedding:
     """Parse and validate an entry read from disk; float32 features.
+
+    Args:
+        data: the whole file.
+        key: the cache key asked for.
+        original_size: (H, W) of the image the entry will be used for, if
+            known; any other stored size is a mismatch.
 
     Raises:
         ValueError: on any mismatch (the caller treats it as a miss).
     """
     if len(data) < _PREFIX.size:
         raise ValueError("truncated prefix")
-    magic, version, n = _PREFIX.unpack_from(data)
+    magic, version, n, digest = _PREFIX.unpack_from(data)
     if magic != MAGIC:
         raise ValueError("not an embedding file")
     if version != FORMAT_VERSION:
         raise ValueError(f"format version {version}")
     if n > _MAX_HEADER or _PREFIX.size + n > len(data):
         raise ValueError("truncated header")
-    meta = json.loads(data[_PREFIX.size : _PREFIX.size + n].decode("utf-8"))
+    header = memoryview(data)[_PREFIX.size : _PREFIX.size + n]
+    payload = memoryview(data)[_PREFIX.size + n :]
+    if _digest(header, payload) != digest:
+        raise ValueError("checksum mismatch")
+    meta = json.loads(bytes(header).decode("utf-8"))
     if not isinstance(meta, dict):
         raise ValueError("header is not an object")
     if meta.get("key") != key:
@@ -163,19 +185,29 @@ def decode_entry(data: bytes, key: str) -> Embedding:
     if dtype not in _DISK_DTYPES:
         raise ValueError(f"dtype {dtype}")
     expected = int(np.prod(FEATURE_SHAPE)) * dtype.itemsize
-    payload = memoryview(data)[_PREFIX.size + n :]
     if meta.get("payload_bytes") != expected or len(payload) != expected:
         raise ValueError(f"payload is {len(payload)} bytes, expected {expected}")
-    if meta.get("blake2b") != _checksum(payload):
-        raise ValueError("checksum mismatch")
+    size = _size_pair(meta.get("original_size"))
+    input_size = _size_pair(meta.get("input_size"))
+    if input_size != sam_input_size(size):
+        raise ValueError(f"input size {input_size} is not SAM's resize of {size}")
+    if original_size is not None and size != tuple(original_size):
+        raise ValueError(f"stored for a {size} image, asked for {tuple(original_size)}")
     features = np.frombuffer(payload, dtype=dtype).reshape(FEATURE_SHAPE)
     return Embedding(
         features=features.astype(np.float32),  # a writable float32 copy
-        original_size=_size_pair(meta.get("original_size")),
-        input_size=_size_pair(meta.get("input_size")),
+        original_size=size,
+        input_size=input_size,
         image_key=img_key,
         model_key=model_key,
     )
+
+
+def _fits(embedding: Embedding, original_size: tuple[int, int] | None) -> bool:
+    if original_size is None:
+        return True
+    size = tuple(embedding.original_size)
+    return size == tuple(original_size) and tuple(embedding.input_size) == sam_input_size(size)
 
 
 class EmbeddingCache:
@@ -214,19 +246,25 @@ class EmbeddingCache:
 
     # -- public API ---------------------------------------------------------
 
-    def get(self, key: str) -> Embedding | None:
+    def get(self, key: str, original_size: tuple[int, int] | None = None) -> Embedding | None:
         """The embedding for ``key`` (memory, then disk), or ``None``.
 
         A disk hit is validated, converted to float32 and kept in memory.
+        With ``original_size`` ((H, W) of the image it is for), an entry
+        whose sizes do not fit that image is a miss (and is dropped).
         """
         with self._lock:
             hit = self._memory.get(key)
             if hit is not None:
-                self._memory.move_to_end(key)
+                if not _fits(hit, original_size):
+                    self._used -= self._memory.pop(key).nbytes
+                    hit = None
+                else:
+                    self._memory.move_to_end(key)
         if hit is not None:
             self._touch(key)  # keep the disk copy young while it is in use
             return hit
-        loaded = self._read(key)
+        loaded = self._read(key, original_size)
         if loaded is None:
             return None
         with self._lock:
@@ -309,13 +347,18 @@ class EmbeddingCache:
         self._warned = True
         log.log(level, "embedding cache %s: %s (continuing in memory)", what, exc)
 
-    def _read(self, key: str) -> Embedding | None:
+    def _read(self, key: str, original_size: tuple[int, int] | None = None) -> Embedding | None:
         path = self._path(key)
         if path is None:
             return None
         try:
-            with open(path, "rb") as fh:
+            # O_NONBLOCK: a FIFO at the entry's path must not hang the reader.
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+            with open(fd, "rb") as fh:
                 stat = os.fstat(fh.fileno())
+                if not S_ISREG(stat.st_mode):
+                    log.info("embedding cache: %s is not a regular file; ignored", path.name)
+                    return None
                 # Never slurp a huge foreign file: read one byte past the
                 # largest valid entry, which decode_entry then rejects.
                 data = fh.read(_MAX_ENTRY + 1)
@@ -325,7 +368,7 @@ class EmbeddingCache:
             self._disk_error(f"cannot read {path}", exc)
             return None
         try:
-            embedding = decode_entry(data, key)
+            embedding = decode_entry(data, key, original_size)
         except Exception as exc:  # noqa: BLE001 - any bad file is a miss, never a crash
             log.info("embedding cache: dropping bad entry %s: %s", path.name, exc)
             self._unlink_if_same(path, stat)
@@ -343,7 +386,7 @@ class EmbeddingCache:
                 tmp.write_bytes(data)
                 now = time.time_ns()  # fine-grained mtime: LRU order of quick puts
                 os.utime(tmp, ns=(now, now))
-        except OSError as exc:
+        except (OSError, OutputError) as exc:  # OutputError: a non-file sits at the entry's path
             self._disk_error(f"cannot write {path}", exc)
             return
         self._evict_disk(keep=path)

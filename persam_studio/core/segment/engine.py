@@ -35,6 +35,8 @@ from segment_anything.modeling import Sam
 from persam_studio.core.geometry import to_input_frame
 from persam_studio.core.models import fast_decoder, fast_vit
 from persam_studio.core.models.guided_decoder import decode as guided_decode
+from persam_studio.core.segment.prompts import MAX_POINTS
+from persam_studio.core.segment.resize import resize_longest_side
 from persam_studio.core.types import Embedding, MaskResult, Prompt, cache_key, image_key
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -103,8 +105,9 @@ class Engine:
     def transform(self):
         """segment_anything's ``ResizeLongestSide`` for the encoder's input size.
 
-        Created on first use: its module imports torchvision (1-2 s), which a
-        process that only decodes cached embeddings never needs.
+        Not used by the engine any more (:func:`.resize.resize_longest_side`
+        gives the same pixels without torchvision); kept for callers and
+        tests that compare with the stock transform. Imports torchvision.
         """
         if self._transform is None:
             from segment_anything.utils.transforms import ResizeLongestSide
@@ -114,11 +117,15 @@ class Engine:
 
     # -- encoding -----------------------------------------------------------
 
-    def cached(self, pixels_key: str) -> Embedding | None:
-        """The cached embedding for an image key, or ``None`` (no encoding)."""
+    def cached(self, pixels_key: str, original_size: tuple[int, int] | None = None) -> Embedding | None:
+        """The cached embedding for an image key, or ``None`` (no encoding).
+
+        With ``original_size`` ((H, W) of the image), an entry whose sizes do
+        not fit that image is a miss.
+        """
         if self.cache is None:
             return None
-        return self.cache.get(cache_key(pixels_key, self.model_key))
+        return self.cache.get(cache_key(pixels_key, self.model_key), original_size)
 
     def is_cached(self, pixels_key: str) -> bool:
         """Whether an embedding for this image key is cached (cheap: no loading)."""
@@ -137,7 +144,7 @@ class Engine:
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected uint8 (H, W, 3) RGB, got {image.dtype} {image.shape}")
         key = key or image_key(image)
-        hit = self.cached(key)
+        hit = self.cached(key, (int(image.shape[0]), int(image.shape[1])))
         if hit is not None:
             return hit
         embedding = self._run_encoder(image, key)
@@ -159,7 +166,7 @@ class Engine:
             float32 (1, 3, 1024, 1024) on the engine's device, and the
             (h, w) input size before padding.
         """
-        resized = self.transform.apply_image(image)
+        resized = resize_longest_side(image, self.sam.image_encoder.img_size)
         x = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()[None]
         return self.sam.preprocess(x.float()), (int(resized.shape[0]), int(resized.shape[1]))
 
@@ -226,6 +233,10 @@ class Engine:
         """
         size = embedding.original_size
         points = None
+        if point_coords is not None and len(point_coords) > MAX_POINTS:
+            # The decoder's attention grows with the square of the prompt
+            # tokens: 20,000 points took 24 GB.
+            raise ValueError(f"{len(point_coords)} points; at most {MAX_POINTS} per prompt")
         if point_coords is not None and len(point_coords):
             if point_labels is None or len(point_labels) != len(point_coords):
                 raise ValueError("point_labels must give one label per point")

@@ -18,6 +18,8 @@ SHORTCUTS: list[tuple[str, str]] = [
     ("F / 1", "fit the image / 100 %"),
     ("Middle drag", "pan"),
     ("Page Down / Page Up", "next / previous image"),
+    ("N / Shift+N", "next / previous photo to review (wraps around)"),
+    ("Ctrl+Shift+R", "show only the photos to review"),
     ("R", "use the mask as reference"),
     ("Ctrl+Shift+P", "propagate to the album"),
     ("A", "accept the mask"),

@@ -1,0 +1,104 @@
+"""The one rule every write obeys: never over an input, a non-file, or twice.
+
+A command may write only to a *new path* or over an existing *regular file*
+that it does not read. Everything else is refused with one
+:class:`~persam_studio.core.errors.OutputError` before anything is written:
+
+* a destination that exists and is not a regular file: a folder, a device
+  (``/dev/null``, ``/dev/sda``), a FIFO, a socket. ``os.replace`` would
+  swap the device node or pipe for our file (as root it can);
+* a destination that is one of the command's inputs, of any kind (image,
+  mask, checkpoint, annotation, background, reference): the same path, a
+  symbolic link to it, or a hard link (same inode);
+* two outputs of one command that name the same file.
+
+Symbolic links: the check looks at what ``lstat`` sees. A link to a regular
+file (or a dangling link) is an acceptable destination, and the atomic
+writer *replaces the link itself* with the new file (``os.replace``
+semantics): the file it pointed to is never written through. A link to
+anything that is not a regular file (a device, a FIFO, a folder) is refused,
+so a link cannot smuggle in what the plain path would be refused for.
+
+:func:`check_destination` is applied by the atomic writer
+(:mod:`persam_studio.core.io.atomic`) to every file it replaces;
+:func:`check_outputs` is what commands call once, with every path they read
+and every path they will write, before writing any.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from persam_studio.core.errors import OutputError
+
+
+def check_destination(dest: str | Path) -> None:
+    """Refuse ``dest`` unless it is a new path or a regular file (see module doc).
+
+    Raises:
+        OutputError: ``dest`` is a folder, a device, a FIFO, a socket, or a
+            symbolic link to one of those.
+    """
+    dest = Path(dest)
+    try:
+        st = os.lstat(dest)
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise OutputError(dest, f"cannot write ({e.strerror or e})") from None
+    mode = st.st_mode
+    if stat.S_ISLNK(mode):
+        try:
+            mode = os.stat(dest).st_mode
+        except OSError:
+            return  # a dangling link: replaced by the new file, nothing behind it
+    if stat.S_ISDIR(mode):
+        raise OutputError(dest, "is a folder; give a file name")
+    if not stat.S_ISREG(mode):
+        raise OutputError(dest, f"is not a regular file ({_kind(mode)}); refusing to write over it")
+
+
+def check_outputs(outputs: Sequence[str | Path], inputs: Iterable[str | Path] = ()) -> None:
+    """Check every output of a command against the rule, before anything is written.
+
+    Args:
+        outputs: every file the command will write.
+        inputs: every file the command reads (folders may be given; an output
+            inside an input folder is fine, only the same path is refused).
+
+    Raises:
+        OutputError: the first output that breaks the rule, with the reason.
+    """
+    outs = [Path(p) for p in outputs]
+    ins = [Path(p) for p in inputs]
+    for i, out in enumerate(outs):
+        check_destination(out)
+        for other in outs[:i]:
+            if same_file(out, other):
+                raise OutputError(out, f"is given twice as an output (also {other}); give two names")
+        for src in ins:
+            if same_file(out, src):
+                raise OutputError(out, f"is an input of this command ({src}); refusing to overwrite an input")
+
+
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether two paths name one file: same resolved path, or same inode."""
+    if os.path.normcase(os.path.realpath(a)) == os.path.normcase(os.path.realpath(b)):
+        return True
+    try:
+        return os.path.samefile(a, b)  # hard links, bind mounts
+    except OSError:
+        return False  # one of them does not exist (yet)
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a file"
