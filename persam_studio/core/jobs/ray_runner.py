@@ -90,6 +90,8 @@ class RunStats:
 
     def summary(self) -> str:
         """One line: photos per second and workers (what a user sizes the next run by)."""
+        if not self.workers:
+            return "no photos left for the Ray workers"
         rate = self.items / self.seconds if self.seconds > 0 else 0.0
         gpus = f", {self.gpus} with a GPU" if self.gpus else ""
         line = (f"{self.items} photos in {self.seconds:.1f} s: {rate:.2f} photos/s on "
@@ -214,7 +216,8 @@ class RayRunner:
         ray = self._ray
         resources = ray.cluster_resources()
         gpus = int(resources.get("GPU", 0)) if self.gpus else 0
-        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        # Nodes that can run a worker (a KubeRay head often has num-cpus 0: it only schedules).
+        nodes = [n for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) >= 1]
         count = self.workers or (gpus or len(nodes) or 1)
         count = max(1, min(count, n_items))  # a worker per item at most: loading a model is not free
         if gpus:
