@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from persam_studio.core.segment.engine import Engine
 from persam_studio.core.types import Embedding, MaskResult
-from persam_studio.core.geometry import upscale_logits
+from persam_studio.core.geometry import mask_box, upscale_logits
 from persam_studio.core.errors import MaskError
 
 GRID = 64  # embedding cells per side
@@ -286,13 +286,6 @@ def guidance_map(sim: torch.Tensor) -> np.ndarray:
 
 
 # -- segmentation ------------------------------------------------------------------
-
-
-def mask_box(mask: np.ndarray) -> np.ndarray:
-    """XYXY box (float (4,)) of a non-empty bool mask: min/max of its pixel coordinates."""
-    rows = np.flatnonzero(mask.any(axis=1))
-    cols = np.flatnonzero(mask.any(axis=0))
-    return np.array([cols[0], rows[0], cols[-1], rows[-1]], dtype=np.float64)
 
 
 def segment(engine: Engine, embedding: Embedding, target: Target) -> PersamResult:
