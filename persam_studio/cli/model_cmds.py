@@ -2,7 +2,8 @@
 
 ``models`` shows the model types, which checkpoints were found, the folders
 searched and the checkpoint a command would use. ``download`` fetches an
-official checkpoint (resumable, SHA-256 verified) and prints its path.
+official checkpoint (resumable, SHA-256 verified), or a subject model for
+``select`` (rembg's catalogue, MD5 verified), and prints its path.
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ import argparse
 import os
 import sys
 
-# The registry is plain data (no torch import): cheap enough for the parser.
+# The registry and the subject catalogue are plain data (no torch, no
+# onnxruntime import): cheap enough for the parser.
 from persam_studio.core.models import KNOWN_MODELS
+from persam_studio.core.models.subject import CATALOGUE
 
 
 def add_parser(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -25,11 +28,15 @@ def add_parser(subparsers: argparse._SubParsersAction, common: argparse.Argument
     p.set_defaults(func=run_models)
 
     names = sorted(KNOWN_MODELS, key=lambda n: KNOWN_MODELS[n].cpu_speed_rank)
+    subjects = sorted(CATALOGUE, key=lambda n: CATALOGUE[n].file.cpu_speed_rank)
     p = subparsers.add_parser(
-        "download", help="download an official checkpoint (resumable, checksum verified)",
-        description="Download a checkpoint: " + "; ".join(
-            f"{n} ({_size(KNOWN_MODELS[n].size_bytes)}): {KNOWN_MODELS[n].description}" for n in names),
+        "download", help="download a SAM checkpoint or a subject model (resumable, checksum verified)",
+        description="Download a SAM checkpoint: " + "; ".join(
+            f"{n} ({_size(KNOWN_MODELS[n].size_bytes)}): {KNOWN_MODELS[n].description}" for n in names)
+        + ". Or a subject model for 'select': " + "; ".join(
+            f"{n} ({_size(CATALOGUE[n].file.size_bytes)}): {CATALOGUE[n].file.description}" for n in subjects) + ".",
     )
+    names = names + subjects
     p.add_argument("model", choices=names, metavar="MODEL", help="one of: " + ", ".join(names))
     p.add_argument("--dest", metavar="DIR", help="folder to save into (default: checkpoints/ of a source "
                    "checkout, else the user data folder)")
@@ -79,18 +86,24 @@ def run_download(args: argparse.Namespace) -> int:
     from persam_studio.cli.common import ProgressBar
     from persam_studio.core import models
 
-    info = models.KNOWN_MODELS[args.model]
+    subject = args.model in CATALOGUE
+    info = CATALOGUE[args.model].file if subject else models.KNOWN_MODELS[args.model]
     bar = ProgressBar(info.size_bytes >> 20, label=f"{info.name} MB")
 
     def progress(done: int, total: int) -> None:
         bar.update(done >> 20, total >> 20)
 
     try:
-        path = models.download(info, args.dest, progress=progress)
+        if subject:
+            from persam_studio.core.models.subject import download_subject_model
+
+            path = download_subject_model(args.model, args.dest, progress=progress)
+        else:
+            path = models.download(info, args.dest, progress=progress)
     finally:
         if bar.done:
             bar.close()
-    if info.sha256 is None:
+    if info.sha256 is None and info.md5 is None:
         print(f"warning: {path}: not checksum-verified (no known SHA-256 for {info.name})", file=sys.stderr)
     print(path)
     return 0
