@@ -102,3 +102,22 @@ def test_download_a_subject_model_md5_checked_where_select_finds_it(no_repo_chec
     path.unlink()
     assert cli.main(["download", "u2netp"]) == 1
     assert "error: " in capsys.readouterr().err and not path.exists()
+
+
+def test_models_lists_subject_models_and_which_select_would_use(no_repo_checkpoints, monkeypatch, capsys):
+    from persam_studio.core.models.subject import CATALOGUE, SUBJECT_MODEL_ENV
+
+    monkeypatch.delenv(SUBJECT_MODEL_ENV, raising=False)
+    assert cli.main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in CATALOGUE)
+    assert "select would use: none (no subject model found; run 'persam-studio download u2netp'" in out
+    folder = models.user_data_dir() / "checkpoints"
+    folder.mkdir(parents=True)
+    (folder / "silueta.onnx").write_bytes(b"w")
+    (folder / "isnet-medium.onnx").write_bytes(b"w")
+    assert cli.main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert next(line for line in out.splitlines() if line.startswith("silueta")).endswith(str(folder / "silueta.onnx"))
+    assert f"also found: {folder / 'isnet-medium.onnx'}" in out
+    assert f"select would use: {folder / 'isnet-medium.onnx'}" in out  # IS-Net before U²-Net

@@ -79,7 +79,35 @@ def run_models(args: argparse.Namespace) -> int:
     else:
         kind = models.checkpoint_type(chosen)
         print(f"\nwould use: {chosen}" + (f" ({kind})" if kind else ""))
+    _list_subject_models()
     return 0
+
+
+def _list_subject_models() -> None:
+    """The subject models for ``select``: catalogue, files found, the one ``select`` would use."""
+    from persam_studio.core import models
+    from persam_studio.core.errors import SubjectModelError
+    from persam_studio.core.models.subject import SEARCH_ORDER, SUBJECT_MODEL_ENV, find_subject_model
+
+    folders = models.checkpoint_dirs()
+    rows = [("SUBJECT MODEL", "FILE", "SIZE", "FOUND")]
+    for info in sorted((e.file for e in CATALOGUE.values()), key=lambda i: i.cpu_speed_rank):
+        path = next((str(f / info.filename) for f in folders if (f / info.filename).is_file()), "-")
+        rows.append((info.name, info.filename, _size(info.size_bytes), path))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    print()
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[3])
+    others = [f / n for n in SEARCH_ORDER for f in folders
+              if (f / n).is_file() and n not in {e.file.filename for e in CATALOGUE.values()}]
+    for path in others:
+        print(f"  also found: {path}")
+    env = os.environ.get(SUBJECT_MODEL_ENV)
+    try:
+        chosen = f"{find_subject_model()}"
+    except SubjectModelError as exc:
+        chosen = f"none ({exc})"
+    print(f"select would use: {chosen}" + (f" ({SUBJECT_MODEL_ENV}={env})" if env else ""))
 
 
 def run_download(args: argparse.Namespace) -> int:
