@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Iterable, Sequence, TextIO
 
 if TYPE_CHECKING:  # pragma: no cover
     from persam_studio.core.segment.engine import Engine
@@ -64,3 +64,29 @@ def open_engine(args: argparse.Namespace) -> Engine:
 
     return _open(getattr(args, "checkpoint", None), getattr(args, "model", None),
                  getattr(args, "device", None), getattr(args, "cache_dir", None))
+
+
+def batch_inputs(
+    inputs: Sequence[str], outdir: Path, recursive: bool = False, exclude: Iterable[str | Path] = ()
+) -> list[Path]:
+    """The photos a batch command (``propagate``, ``select``) works on, in order.
+
+    ``inputs`` are files or folders (listed by
+    :func:`~persam_studio.core.io.imageio.list_images`). Not photos: the
+    files in ``exclude`` (reference masks, a background picture) and
+    anything inside ``outdir``, where an earlier run's masks would
+    otherwise be taken for photos on the next run.
+
+    Raises:
+        PersamError: no photo is left (one line naming the inputs).
+    """
+    from persam_studio.core.errors import PersamError
+    from persam_studio.core.io.imageio import list_images
+
+    excluded = {Path(p).resolve() for p in exclude}
+    out = outdir.resolve()
+    paths = [p for p in list_images(inputs, recursive=recursive)
+             if p.resolve() not in excluded and not p.resolve().is_relative_to(out)]
+    if not paths:
+        raise PersamError(None, "no images to process in " + ", ".join(map(str, inputs)))
+    return paths

@@ -113,18 +113,9 @@ def _row(file: str, target: str, result=None, status: str = "", error: str = "")
     return row
 
 
-def _inside(path: Path, folder: Path) -> bool:
-    try:
-        path.resolve().relative_to(folder)
-        return True
-    except ValueError:
-        return False
-
-
 def run(args: argparse.Namespace) -> int:
-    from persam_studio.cli.common import ProgressBar, open_engine
-    from persam_studio.core.errors import PersamError
-    from persam_studio.core.io.imageio import list_images, load_image, load_mask
+    from persam_studio.cli.common import ProgressBar, batch_inputs, open_engine
+    from persam_studio.core.io.imageio import load_image, load_mask
     from persam_studio.core.jobs import Batch, Part, Report, plan
     from persam_studio.core.personalize.persam import fit_target
     from persam_studio.core.personalize.propagate import DOUBTFUL_BELOW
@@ -139,12 +130,7 @@ def run(args: argparse.Namespace) -> int:
     refs = [(g.name, [(load_image(i), Path(m)) for i, m in g.references]) for g in groups]
     refs = [(name, [(img, load_mask(m, size=img.size)) for img, m in pairs]) for name, pairs in refs]
     outdir = Path(args.output)
-    excluded = {Path(m).resolve() for g in groups for _, m in g.references}
-    out_resolved = outdir.resolve()
-    paths = [p for p in list_images(args.inputs, recursive=args.recursive)
-             if p.resolve() not in excluded and not _inside(p, out_resolved)]
-    if not paths:
-        raise PersamError(None, "no images to process in " + ", ".join(args.inputs))
+    paths = batch_inputs(args.inputs, outdir, args.recursive, exclude=[m for g in groups for _, m in g.references])
 
     several = len(groups) > 1
 

@@ -59,19 +59,9 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     p.set_defaults(func=run, _parser=p)
 
 
-def _inside(path: Path, folder: Path) -> bool:
-    try:
-        path.resolve().relative_to(folder)
-        return True
-    except ValueError:
-        return False
-
-
 def run(args: argparse.Namespace) -> int:
-    from persam_studio.cli.common import ProgressBar
+    from persam_studio.cli.common import ProgressBar, batch_inputs
     from persam_studio.core.edges.cutout import parse_background
-    from persam_studio.core.errors import PersamError
-    from persam_studio.core.io.imageio import list_images
     from persam_studio.core.jobs import Batch, Part, Report, plan
     from persam_studio.core.models.subject import SubjectModel, find_subject_model
     from persam_studio.core.models.subject_cache import SubjectMapCache, default_subject_cache_dir
@@ -84,12 +74,7 @@ def run(args: argparse.Namespace) -> int:
     outdir = Path(args.output)
     inputs: list[Path] = []  # files read: never overwritten
     background, words = (None, "") if args.background is None else parse_background(args.background, inputs)
-    out_resolved = outdir.resolve()
-    excluded = {p.resolve() for p in inputs}
-    paths = [p for p in list_images(args.inputs, recursive=args.recursive)
-             if p.resolve() not in excluded and not _inside(p, out_resolved)]
-    if not paths:
-        raise PersamError(None, "no images to process in " + ", ".join(args.inputs))
+    paths = batch_inputs(args.inputs, outdir, args.recursive, exclude=inputs)
     inputs += paths
 
     def parts(source: Path, name: str) -> list[Part]:
