@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Sequence, TextIO
 
 if TYPE_CHECKING:  # pragma: no cover
+    from persam_studio.core.jobs import Batch, Work
     from persam_studio.core.segment.engine import Engine
 
 
@@ -90,3 +91,27 @@ def batch_inputs(
     if not paths:
         raise PersamError(None, "no images to process in " + ", ".join(map(str, inputs)))
     return paths
+
+
+def run_batch(batch: Batch, work: Work, label: str, detail: str = "") -> int:
+    """Run a batch command's loop with a progress bar, then report like every batch command.
+
+    Prints the counts by status on the bar's last line, one ``error:`` line
+    per problem on stderr, and ``wrote OUTDIR (N images<detail>, K kept ...)``.
+
+    Returns:
+        The exit code: 1 when any item failed, else 0.
+
+    Raises:
+        OutputError: the folder or report cannot be written (from :meth:`Batch.run`).
+    """
+    bar = ProgressBar(len(batch.items), label)
+    for step in batch.run(work):
+        bar.update(step.done)
+    counts = batch.counts()
+    bar.close(", ".join(f"{counts[k]} {k}" for k in ("ok", "doubtful", "error", "skipped") if counts.get(k)))
+    for message in batch.errors():
+        print(f"error: {message}", file=sys.stderr)
+    note = f", {batch.kept} kept from an earlier run" if batch.kept else ""
+    print(f"wrote {batch.outdir} ({len(batch.items)} images{detail}{note}; report {batch.report.path})")
+    return 1 if batch.errors() else 0

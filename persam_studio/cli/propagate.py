@@ -16,7 +16,6 @@ report rows too) and only the missing ones are computed. The loop itself
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -114,7 +113,7 @@ def _row(file: str, target: str, result=None, status: str = "", error: str = "")
 
 
 def run(args: argparse.Namespace) -> int:
-    from persam_studio.cli.common import ProgressBar, batch_inputs, open_engine
+    from persam_studio.cli.common import ProgressBar, batch_inputs, open_engine, run_batch
     from persam_studio.core.io.imageio import load_image, load_mask
     from persam_studio.core.jobs import Batch, Part, Report, plan
     from persam_studio.core.personalize.persam import fit_target
@@ -156,16 +155,7 @@ def run(args: argparse.Namespace) -> int:
             bar.close()
 
     work = _work(engine, targets, out, threshold, args.refine, paths)
-    bar = ProgressBar(len(paths), "propagate")
-    for step in batch.run(work):
-        bar.update(step.done)
-    counts = batch.counts()
-    bar.close(", ".join(f"{counts[k]} {k}" for k in ("ok", "doubtful", "error", "skipped") if counts.get(k)))
-    for message in batch.errors():
-        print(f"error: {message}", file=sys.stderr)
-    note = f", {batch.kept} kept from an earlier run" if batch.kept else ""
-    print(f"wrote {outdir} ({len(paths)} images{note}; report {batch.report.path})")
-    return 1 if batch.errors() else 0
+    return run_batch(batch, work, "propagate")
 
 
 def _work(engine: Engine, targets: list[Target], out: Callable[[str, str], tuple[Path, Path | None]],

@@ -16,7 +16,6 @@ status, error. Stopped runs resume like ``propagate``; the loop is
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -60,7 +59,7 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from persam_studio.cli.common import ProgressBar, batch_inputs
+    from persam_studio.cli.common import batch_inputs, run_batch
     from persam_studio.core.edges.cutout import parse_background
     from persam_studio.core.jobs import Batch, Part, Report, plan
     from persam_studio.core.models.subject import SubjectModel, find_subject_model
@@ -92,16 +91,7 @@ def run(args: argparse.Namespace) -> int:
 
     threshold = DOUBTFUL_BELOW if args.doubtful_below is None else args.doubtful_below
     work = _work(model, args.refine, background, words, threshold, inputs)
-    bar = ProgressBar(len(paths), "select")
-    for step in batch.run(work):
-        bar.update(step.done)
-    counts = batch.counts()
-    bar.close(", ".join(f"{counts[k]} {k}" for k in ("ok", "doubtful", "error", "skipped") if counts.get(k)))
-    for message in batch.errors():
-        print(f"error: {message}", file=sys.stderr)
-    note = f", {batch.kept} kept from an earlier run" if batch.kept else ""
-    print(f"wrote {outdir} ({len(paths)} images, model {model.path.name}{note}; report {batch.report.path})")
-    return 1 if batch.errors() else 0
+    return run_batch(batch, work, "select", f", model {model.path.name}")
 
 
 def _work(model: SubjectModel, refine: bool, background: Background | None, words: str, doubtful_below: float,
