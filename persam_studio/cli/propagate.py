@@ -20,9 +20,8 @@ report rows too) and only the missing ones are computed. The loop itself
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from persam_studio.core.jobs.report import REPORT_NAME as REPORT
 
@@ -166,18 +165,10 @@ def _rows(file: str, target: str, found: InstancesResult | str, threshold: float
     return rows
 
 
-def _inside(path: Path, folder: Path) -> bool:
-    try:
-        path.resolve().relative_to(folder)
-        return True
-    except ValueError:
-        return False
-
-
 def run(args: argparse.Namespace) -> int:
-    from persam_studio.cli.common import ProgressBar, open_engine
-    from persam_studio.core.errors import PersamError
-    from persam_studio.core.io.imageio import list_images, load_image, load_mask
+    from persam_studio.cli.common import ProgressBar, batch_inputs, checkpoint_path, open_engine, run_batch
+    from persam_studio.core.io.guard import check_outputs
+    from persam_studio.core.io.imageio import load_image, load_mask
     from persam_studio.core.jobs import Batch, Part, Report, plan
     from persam_studio.core.personalize.targets import ReferenceGroup, fit_targets
     from persam_studio.core.types import REVIEW_THRESHOLD
@@ -197,12 +188,7 @@ def run(args: argparse.Namespace) -> int:
             pairs.append((image.pixels, load_mask(mask_path, size=image.size)))
         refs.append(ReferenceGroup(group.name, tuple(pairs)))
     outdir = Path(args.output)
-    excluded = {Path(m).resolve() for g in groups for _, m in g.references}
-    out_resolved = outdir.resolve()
-    paths = [p for p in list_images(args.inputs, recursive=args.recursive)
-             if p.resolve() not in excluded and not _inside(p, out_resolved)]
-    if not paths:
-        raise PersamError(None, "no images to process in " + ", ".join(args.inputs))
+    paths = batch_inputs(args.inputs, outdir, args.recursive, exclude=[m for g in groups for _, m in g.references])
 
     several = len(groups) > 1
 
@@ -216,8 +202,14 @@ def run(args: argparse.Namespace) -> int:
 
     batch = Batch(Report(outdir / REPORT, COLUMNS, key=("file", "target")), plan(paths, parts))
     batch.check()  # a wrong -o fails now, not after the model loaded
+    checkpoint = checkpoint_path(args)
+    references = [p for g in groups for pair in g.references for p in pair]
+    # No output may land on a reference, a photo or the model (linear in the album's size).
+    check_outputs([*(p for item in batch.items for p in item.outputs), batch.report.path],
+                  [*references, *paths, checkpoint], destinations=False)
 
-    engine = open_engine(args)
+    engine = open_engine(args, checkpoint)
+    batch.start()  # an unwritable folder or report fails here, before the fit
     bars: dict[str, ProgressBar] = {}
 
     def fitting(name: str, done: int, total: int) -> None:
@@ -228,25 +220,18 @@ def run(args: argparse.Namespace) -> int:
     for bar in bars.values():
         bar.close()
 
-    work = _work(engine, targets, out, threshold, args.refine, paths, args.instances, args.instance_fraction)
-    bar = ProgressBar(len(paths), "propagate")
-    for step in batch.run(work):
-        bar.update(step.done)
-    counts = batch.counts()
-    bar.close(", ".join(f"{counts[k]} {k}" for k in ("ok", "doubtful", "error", "skipped") if counts.get(k)))
-    for message in batch.errors():
-        print(f"error: {message}", file=sys.stderr)
-    note = f", {batch.kept} kept from an earlier run" if batch.kept else ""
-    print(f"wrote {outdir} ({len(paths)} images{note}; report {batch.report.path})")
-    return 1 if batch.errors() else 0
+    # Checked for the whole album above; each write re-checks its own photo and the references.
+    work = _work(engine, targets, out, threshold, args.refine, references, args.instances, args.instance_fraction)
+    return run_batch(batch, work, "propagate")
 
 
 def _work(engine: Engine, targets: list[Target], out: Callable[[str, str], tuple[Path, Path | None]],
-          threshold: float, refine: bool, inputs: list[Path], instances: int | None = 1,
+          threshold: float, refine: bool, inputs: Sequence[Path], instances: int | None = 1,
           instance_fraction: float | None = None) -> Callable[[Item], list[Row]]:
     """The per-image work of the batch: segment every target, write cutout then mask, one row each.
 
-    ``out(name, target)`` gives the (mask, cutout or None) paths. A mask that
+    ``out(name, target)`` gives the (mask, cutout or None) paths; ``inputs``
+    are the files every item reads (references), never written. A mask that
     exists is an earlier run's: it is never rewritten (resume), only its row
     and a missing cutout are made again.
     """
@@ -281,10 +266,10 @@ def _work(engine: Engine, targets: list[Target], out: Callable[[str, str], tuple
                     mask = logits > 0
                     part = _rows(f, t.name, result, threshold)
                 if cut_path is not None and not (kept and cut_path.is_file()):
-                    write_cutout(cut_path, found.pixels, mask, logits, refine=refine, inputs=inputs)
+                    write_cutout(cut_path, found.pixels, mask, logits, refine=refine, inputs=(*inputs, item.source))
                 if not kept:
                     # The mask last: its presence means this image is done.
-                    save_mask_png(mask_path, mask, inputs=inputs)
+                    save_mask_png(mask_path, mask, inputs=(*inputs, item.source))
             except Exception as exc:  # noqa: BLE001 - sorted by item_error, bugs re-raised
                 message = item_error(exc, item.source)
                 if message is None:

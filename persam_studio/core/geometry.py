@@ -72,3 +72,14 @@ def upscale_logits(low_res: Any, input_size: tuple[int, int], size: tuple[int, i
     x = x[..., : input_size[0], : input_size[1]]
     x = F.interpolate(x, tuple(size), mode="bilinear", align_corners=False)
     return x.numpy() if as_numpy else x
+
+
+def mask_box(mask: np.ndarray) -> np.ndarray:
+    """XYXY box (float64 (4,)) of a non-empty bool (H, W) mask: min/max of its pixel coordinates.
+
+    The box SAM is given around a mask (PerSAM's cascade, select subject):
+    ``x1``/``y1`` are the last object column/row, as in the PerSAM reference code.
+    """
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    return np.array([cols[0], rows[0], cols[-1], rows[-1]], dtype=np.float64)
