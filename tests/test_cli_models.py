@@ -80,3 +80,44 @@ def test_download_unknown_model_is_usage_error(capsys):
     with pytest.raises(SystemExit) as info:
         cli.main(["download", "vit_z"])
     assert info.value.code == 2
+
+
+def test_download_a_subject_model_md5_checked_where_select_finds_it(no_repo_checkpoints, server, monkeypatch,
+                                                                     capsys):  # noqa: F811
+    import hashlib
+
+    from persam_studio.core.models import subject
+
+    monkeypatch.delenv(subject.SUBJECT_MODEL_ENV, raising=False)
+    entry = subject.CATALOGUE["u2netp"]
+    file = replace(entry.file, url=server.info.url, md5=hashlib.md5(PAYLOAD).hexdigest(), size_bytes=len(PAYLOAD))
+    monkeypatch.setitem(subject.CATALOGUE, "u2netp", replace(entry, file=file))
+    assert cli.main(["download", "u2netp"]) == 0
+    captured = capsys.readouterr()
+    path = Path(captured.out.strip())
+    assert path.name == "u2netp.onnx" and path.read_bytes() == PAYLOAD and "warning" not in captured.err
+    assert subject.find_subject_model("u2netp") == path == subject.find_subject_model()
+    # A corrupted download is refused, and the file is not kept.
+    monkeypatch.setitem(subject.CATALOGUE, "u2netp", replace(entry, file=replace(file, md5="0" * 32)))
+    path.unlink()
+    assert cli.main(["download", "u2netp"]) == 1
+    assert "error: " in capsys.readouterr().err and not path.exists()
+
+
+def test_models_lists_subject_models_and_which_select_would_use(no_repo_checkpoints, monkeypatch, capsys):
+    from persam_studio.core.models.subject import CATALOGUE, SUBJECT_MODEL_ENV
+
+    monkeypatch.delenv(SUBJECT_MODEL_ENV, raising=False)
+    assert cli.main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in CATALOGUE)
+    assert "select would use: none (no subject model found; run 'persam-studio download u2netp'" in out
+    folder = models.user_data_dir() / "checkpoints"
+    folder.mkdir(parents=True)
+    (folder / "silueta.onnx").write_bytes(b"w")
+    (folder / "isnet-medium.onnx").write_bytes(b"w")
+    assert cli.main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert next(line for line in out.splitlines() if line.startswith("silueta")).endswith(str(folder / "silueta.onnx"))
+    assert f"also found: {folder / 'isnet-medium.onnx'}" in out
+    assert f"select would use: {folder / 'isnet-medium.onnx'}" in out  # IS-Net before U²-Net

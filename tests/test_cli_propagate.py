@@ -403,3 +403,21 @@ def test_propagate_instances_give_one_row_each_and_method_flags_exclude_each_oth
     with pytest.raises(SystemExit) as usage:
         main(["propagate", "--checkpoint", str(tiny_ckpt), *_ref(), "--instances", "0", "-o", str(out), str(album)])
     assert usage.value.code == 2
+
+
+def test_propagate_never_writes_over_a_reference(tiny_ckpt, synth, tmp_path, capsys):
+    """A reference mask kept in the output folder under a photo's output name is refused, not replaced."""
+    album = tmp_path / "album"
+    album.mkdir()
+    (album / "img0.png").symlink_to(synth["img0"])
+    out = tmp_path / "out"
+    out.mkdir()
+    ref_mask = out / "img0.png"  # where the photo's mask would go
+    ref_mask.write_bytes(synth["ref_mask"].read_bytes())
+    before = ref_mask.read_bytes()
+    rc = main(["propagate", "--checkpoint", str(tiny_ckpt), "--cache-dir", str(synth["cache"]),
+               "--ref", str(synth["ref"]), "--ref-mask", str(ref_mask), "-o", str(out), str(album)])
+    err = capsys.readouterr().err
+    assert rc == 1 and _error_lines(err) == [line for line in err.splitlines() if line.strip()]
+    assert "refusing to overwrite an input" in err
+    assert ref_mask.read_bytes() == before and not (out / "report.csv").exists()

@@ -1,4 +1,4 @@
-"""``--ray``: embed and propagate on a local Ray cluster give what the single-process commands give.
+"""``--ray``: embed, propagate and select on a local Ray cluster give what the single-process commands give.
 
 One Ray instance for the module (127.0.0.1 only, 2 CPUs, no dashboard),
 started and stopped here; a tiny random SAM and small synthetic photos keep
@@ -100,6 +100,17 @@ def test_cluster_runs_write_what_the_single_process_commands_write(cluster, tiny
     embedded = _files(tmp_path / "cache-embed")
     assert len(embedded) == 2 and all(_files(tmp_path / "cache-local")[k] == v for k, v in embedded.items())
 
+    # select (a tiny ONNX subject model): the same masks, cutouts and report.
+    from tests.core.test_subject import tiny_model
+
+    model = tiny_model(tmp_path / "bright.onnx")
+    for out, extra in ((tmp_path / "sel-local", []), (tmp_path / "sel-ray", ["--ray", "local"])):
+        assert main(["select", "--subject-model", str(model), "--cache-dir", str(out) + "-cache", "--cutouts",
+                     "-o", str(out), *extra, *map(str, photos)]) == 0
+    assert "photos/s on 1 Ray worker" in capsys.readouterr().err.strip().splitlines()[-1]
+    assert _files(tmp_path / "sel-ray") == _files(tmp_path / "sel-local")
+    assert len(_report(tmp_path / "sel-ray")) == FEW
+
 
 def _worker_pids() -> list[int]:
     """Our Ray worker actors: descendants of this process titled ``ray::PersamWorker``."""
@@ -158,12 +169,14 @@ def test_a_worker_killed_mid_run_loses_no_photo(cluster, tiny_ckpt, album, tmp_p
     assert leftovers == []
 
 
-@pytest.mark.parametrize("command", ["embed", "propagate"])
+@pytest.mark.parametrize("command", ["embed", "propagate", "select"])
 def test_ray_without_the_extra_is_one_usage_line(command, album, tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` fails as when it is not installed
     args = [command, "--ray", "local", str(album[0])]
     if command == "propagate":
         args[1:1] = ["--ref", str(album[1]), "--ref-mask", str(album[2]), "-o", str(tmp_path / "out")]
+    elif command == "select":
+        args[1:1] = ["-o", str(tmp_path / "out")]
     with pytest.raises(SystemExit) as exit_info:
         main(args)
     assert exit_info.value.code == 2

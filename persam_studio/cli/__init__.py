@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "models": "persam_studio.cli.model_cmds",
     "download": "persam_studio.cli.model_cmds",
     "propagate": "persam_studio.cli.propagate",
+    "select": "persam_studio.cli.select_subject",
     "eval-perseg": "persam_studio.cli.eval_perseg",
     "cutout": "persam_studio.cli.cutout",
     "export-dataset": "persam_studio.cli.export_dataset",

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Iterable, Sequence, TextIO
 
 if TYPE_CHECKING:  # pragma: no cover
-    from persam_studio.core.jobs.ray_runner import RayRunner
+    from persam_studio.core.jobs import Batch, Work
+    from persam_studio.core.jobs.ray_runner import RayRunner, WorkSpec
     from persam_studio.core.segment.engine import Engine
 
 
@@ -82,6 +84,73 @@ def open_engine(args: argparse.Namespace, checkpoint: Path | None = None) -> Eng
 
     path = checkpoint if checkpoint is not None else checkpoint_path(args)
     return _open(path, getattr(args, "model", None), getattr(args, "device", None), getattr(args, "cache_dir", None))
+
+
+def batch_inputs(
+    inputs: Sequence[str], outdir: Path, recursive: bool = False, exclude: Iterable[str | Path] = ()
+) -> list[Path]:
+    """The photos a batch command (``propagate``, ``select``) works on, in order.
+
+    ``inputs`` are files or folders (listed by
+    :func:`~persam_studio.core.io.imageio.list_images`). Not photos: the
+    files in ``exclude`` (reference masks, a background picture) and
+    anything inside ``outdir``, where an earlier run's masks would
+    otherwise be taken for photos on the next run.
+
+    Raises:
+        PersamError: no photo is left (one line naming the inputs).
+    """
+    from persam_studio.core.errors import PersamError
+    from persam_studio.core.io.imageio import list_images
+
+    excluded = {Path(p).resolve() for p in exclude}
+    out = outdir.resolve()
+    paths = [p for p in list_images(inputs, recursive=recursive)
+             if p.resolve() not in excluded and not p.resolve().is_relative_to(out)]
+    if not paths:
+        raise PersamError(None, "no images to process in " + ", ".join(map(str, inputs)))
+    return paths
+
+
+def run_batch(batch: Batch, work: Work | WorkSpec, label: str, detail: str = "",
+              runner: RayRunner | None = None) -> int:
+    """Run a batch command's loop with a progress bar, then report like every batch command.
+
+    Prints the counts by status on the bar's last line, one ``error:`` line
+    per problem on stderr, and ``wrote OUTDIR (N images<detail>, K kept ...)``;
+    on a cluster, a last line with photos per second and workers.
+
+    Args:
+        work: the per-item function; with ``runner``, the work spec each
+            worker builds it from (docs/cluster.md).
+        runner: from :func:`cluster_runner`, or None to run here.
+
+    Returns:
+        The exit code: 1 when any item failed, else 0.
+
+    Raises:
+        OutputError: the folder or report cannot be written (from :meth:`Batch.run`).
+        PersamError: the cluster cannot be reached, or a worker cannot start.
+    """
+    bar = ProgressBar(len(batch.items), label)
+    if runner is None:
+        steps = batch.run(work)
+    else:
+        # The report is rewritten at most once a second: with many workers a
+        # rewrite after every photo would make this process the bottleneck.
+        steps = batch.drive(lambda pending: runner.run(work, pending), flush_every=1.0)
+    with runner or contextlib.nullcontext():
+        for step in steps:
+            bar.update(step.done)
+    counts = batch.counts()
+    bar.close(", ".join(f"{counts[k]} {k}" for k in ("ok", "doubtful", "error", "skipped") if counts.get(k)))
+    for message in batch.errors():
+        print(f"error: {message}", file=sys.stderr)
+    note = f", {batch.kept} kept from an earlier run" if batch.kept else ""
+    print(f"wrote {batch.outdir} ({len(batch.items)} images{detail}{note}; report {batch.report.path})")
+    if runner is not None:
+        print(runner.stats.summary(), file=sys.stderr)
+    return 1 if batch.errors() else 0
 
 
 def add_cluster_options(parser: argparse.ArgumentParser) -> None:

@@ -24,8 +24,6 @@ into OUTDIR (a folder every node mounts); this process keeps the report.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
@@ -176,18 +174,12 @@ def _rows(file: str, target: str, found: InstancesResult | str, threshold: float
     return rows
 
 
-def _inside(path: Path, folder: Path) -> bool:
-    try:
-        path.resolve().relative_to(folder)
-        return True
-    except ValueError:
-        return False
-
-
 def run(args: argparse.Namespace) -> int:
-    from persam_studio.cli.common import ProgressBar, cluster_runner, open_engine
-    from persam_studio.core.errors import PersamError
-    from persam_studio.core.io.imageio import list_images, load_image, load_mask
+    from persam_studio.cli.common import (
+        ProgressBar, batch_inputs, checkpoint_path, cluster_runner, open_engine, run_batch,
+    )
+    from persam_studio.core.io.guard import check_outputs
+    from persam_studio.core.io.imageio import load_image, load_mask
     from persam_studio.core.jobs import Batch, Part, Report, plan
     from persam_studio.core.personalize.methods import DEFAULT_INSTANCE_FRACTION
     from persam_studio.core.personalize.targets import ReferenceGroup, fit_targets
@@ -210,12 +202,7 @@ def run(args: argparse.Namespace) -> int:
             pairs.append((image.pixels, load_mask(mask_path, size=image.size)))
         refs.append(ReferenceGroup(group.name, tuple(pairs)))
     outdir = Path(args.output)
-    excluded = {Path(m).resolve() for g in groups for _, m in g.references}
-    out_resolved = outdir.resolve()
-    paths = [p for p in list_images(args.inputs, recursive=args.recursive)
-             if p.resolve() not in excluded and not _inside(p, out_resolved)]
-    if not paths:
-        raise PersamError(None, "no images to process in " + ", ".join(args.inputs))
+    paths = batch_inputs(args.inputs, outdir, args.recursive, exclude=[m for g in groups for _, m in g.references])
 
     layout = Layout(outdir, several=len(groups) > 1, cutouts=args.cutouts)
 
@@ -224,8 +211,14 @@ def run(args: argparse.Namespace) -> int:
 
     batch = Batch(Report(outdir / REPORT, COLUMNS, key=("file", "target")), plan(paths, parts))
     batch.check()  # a wrong -o fails now, not after the model loaded
+    checkpoint = checkpoint_path(args)
+    references = [p for g in groups for pair in g.references for p in pair]
+    # No output may land on a reference, a photo or the model (linear in the album's size).
+    check_outputs([*(p for item in batch.items for p in item.outputs), batch.report.path],
+                  [*references, *paths, checkpoint], destinations=False)
 
-    engine = open_engine(args)
+    engine = open_engine(args, checkpoint)
+    batch.start()  # an unwritable folder or report fails here, before the fit
     bars: dict[str, ProgressBar] = {}
 
     def fitting(name: str, done: int, total: int) -> None:
@@ -240,26 +233,11 @@ def run(args: argparse.Namespace) -> int:
     if runner is not None:
         options = options.resolved()  # the same checkpoint and cache folder on every node
     fraction = DEFAULT_INSTANCE_FRACTION if args.instance_fraction is None else args.instance_fraction
-    spec = PropagateWork(options, tuple(targets), layout, threshold, args.refine, tuple(paths),
+    # Checked for the whole album above; each write re-checks its own photo and the references.
+    spec = PropagateWork(options, tuple(targets), layout, threshold, args.refine, tuple(references),
                          args.instances, fraction)
-    bar = ProgressBar(len(paths), "propagate")
-    if runner is None:
-        steps = batch.run(spec.build(engine))
-    else:
-        # Workers load the model and write the files; the rows come back here.
-        steps = batch.drive(lambda pending: runner.run(spec, pending), flush_every=1.0)
-    with runner or contextlib.nullcontext():
-        for step in steps:
-            bar.update(step.done)
-    counts = batch.counts()
-    bar.close(", ".join(f"{counts[k]} {k}" for k in ("ok", "doubtful", "error", "skipped") if counts.get(k)))
-    for message in batch.errors():
-        print(f"error: {message}", file=sys.stderr)
-    note = f", {batch.kept} kept from an earlier run" if batch.kept else ""
-    print(f"wrote {outdir} ({len(paths)} images{note}; report {batch.report.path})")
-    if runner is not None:
-        print(runner.stats.summary(), file=sys.stderr)
-    return 1 if batch.errors() else 0
+    # On a cluster the workers load the model and write the files; the rows come back here.
+    return run_batch(batch, spec if runner is not None else spec.build(engine), "propagate", runner=runner)
 
 
 @dataclass(frozen=True)
@@ -286,7 +264,7 @@ class PropagateWork:
         layout: the output paths.
         threshold: confidence below which a result is ``doubtful``.
         refine: refine cutout edges.
-        inputs: every input photo (a mask is never written over one of them).
+        inputs: the files every item reads (the references): never written over.
         instances: instances per photo (None: all).
         instance_fraction: see ``--instance-fraction``.
     """
@@ -345,10 +323,10 @@ def _work(engine: Engine, spec: PropagateWork) -> Work:
                     mask = logits > 0
                     part = _rows(f, t.name, result, threshold)
                 if cut_path is not None and not (kept and cut_path.is_file()):
-                    write_cutout(cut_path, found.pixels, mask, logits, refine=refine, inputs=inputs)
+                    write_cutout(cut_path, found.pixels, mask, logits, refine=refine, inputs=(*inputs, item.source))
                 if not kept:
                     # The mask last: its presence means this image is done.
-                    save_mask_png(mask_path, mask, inputs=inputs)
+                    save_mask_png(mask_path, mask, inputs=(*inputs, item.source))
             except Exception as exc:  # noqa: BLE001 - sorted by item_error, bugs re-raised
                 message = item_error(exc, item.source)
                 if message is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import cv2
 import numpy as np
 
 
@@ -72,3 +73,41 @@ def upscale_logits(low_res: Any, input_size: tuple[int, int], size: tuple[int, i
     x = x[..., : input_size[0], : input_size[1]]
     x = F.interpolate(x, tuple(size), mode="bilinear", align_corners=False)
     return x.numpy() if as_numpy else x
+
+
+def mask_box(mask: np.ndarray) -> np.ndarray:
+    """XYXY box (float64 (4,)) of a non-empty bool (H, W) mask: min/max of its pixel coordinates.
+
+    The box SAM is given around a mask (PerSAM's cascade, select subject):
+    ``x1``/``y1`` are the last object column/row, as in the PerSAM reference code.
+    """
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    return np.array([cols[0], rows[0], cols[-1], rows[-1]], dtype=np.float64)
+
+
+def logits_to_mask(
+    low_res: np.ndarray, original_size: tuple[int, int], size: tuple[int, int]
+) -> np.ndarray:
+    """SAM's mask post-processing with OpenCV, for display masks without torch.
+
+    The app restores saved masks at display size on its GUI thread, where
+    importing torch would stall the window; :func:`upscale_logits` stays the
+    reference (exports, references) and this one agrees with it except on
+    pixels whose logit is about 0 (tests/gui/test_editing.py checks it).
+
+    Args:
+        low_res: float (256, 256) logits in the padded 1024x1024 frame.
+        original_size: (H, W) of the image.
+        size: (h, w) wanted.
+
+    Returns:
+        bool (h, w). Bilinear resizing with pixel-centre alignment, as
+        ``torch.nn.functional.interpolate(align_corners=False)``; the engine
+        stays the reference (this may differ on pixels whose logit is ~0).
+    """
+    x = cv2.resize(np.asarray(low_res, np.float32), (1024, 1024), interpolation=cv2.INTER_LINEAR)
+    ih, iw = sam_input_size(original_size)
+    x = x[:ih, :iw]
+    x = cv2.resize(np.ascontiguousarray(x), (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+    return x > 0.0

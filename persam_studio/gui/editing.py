@@ -35,28 +35,6 @@ def display_size(original_size: tuple[int, int], cap: int = DISPLAY_CAP) -> tupl
     return max(1, int(round(h * scale))), max(1, int(round(w * scale)))
 
 
-def logits_to_mask(
-    low_res: np.ndarray, original_size: tuple[int, int], size: tuple[int, int]
-) -> np.ndarray:
-    """SAM's mask post-processing with OpenCV, for restoring saved masks.
-
-    Args:
-        low_res: float (256, 256) logits in the padded 1024x1024 frame.
-        original_size: (H, W) of the image.
-        size: (h, w) wanted.
-
-    Returns:
-        bool (h, w). Bilinear resizing with pixel-centre alignment, as
-        ``torch.nn.functional.interpolate(align_corners=False)``; the engine
-        stays the reference (this may differ on pixels whose logit is ~0).
-    """
-    x = cv2.resize(np.asarray(low_res, np.float32), (1024, 1024), interpolation=cv2.INTER_LINEAR)
-    ih, iw = sam_input_size(original_size)
-    x = x[:ih, :iw]
-    x = cv2.resize(np.ascontiguousarray(x), (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
-    return x > 0.0
-
-
 @dataclass(frozen=True, eq=False)
 class Prediction:
     """Mask candidates from the model, kept small.

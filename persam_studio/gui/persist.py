@@ -5,7 +5,7 @@ logits or bitmap only when the base changed; the display mask and the JSON
 every time), so saving after each action stays cheap. :func:`restore`
 rebuilds an editable state from the record without the model: the saved
 low-res logits are post-processed with OpenCV (see
-:func:`persam_studio.gui.editing.logits_to_mask`).
+:func:`persam_studio.core.geometry.logits_to_mask`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Callable
 
 from persam_studio.core.io.album import Album, ImageRecord, ImageState
-from persam_studio.gui.editing import Bitmap, EditState, Prediction, logits_to_mask
+from persam_studio.core.geometry import logits_to_mask
+from persam_studio.gui.editing import Bitmap, EditState, Prediction
 
 
 def base_changed(old: EditState | None, new: EditState) -> bool:

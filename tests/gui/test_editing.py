@@ -7,13 +7,12 @@ import pytest
 
 from persam_studio.core.io.album import Stroke
 from persam_studio.core.types import Box, Point
-from persam_studio.core.geometry import sam_input_size
+from persam_studio.core.geometry import logits_to_mask, sam_input_size
 from persam_studio.gui.editing import (
     Bitmap,
     EditState,
     Prediction,
     display_size,
-    logits_to_mask,
     render_strokes,
 )
 

@@ -79,6 +79,7 @@ def write_cutout(
     logits: np.ndarray | None = None,
     *,
     refine: bool = False,
+    soft: np.ndarray | None = None,
     background: Background | None = None,
     background_words: str = "",
     inputs: Iterable[str | Path] = (),
@@ -95,6 +96,9 @@ def write_cutout(
             None (a mask from a file, a brushed mask): used by ``refine``.
         refine: soft alpha for hair and fur and colours without the old
             background (:func:`~persam_studio.core.edges.matting.refine_alpha`).
+        soft: float32 (H, W) in [0, 1], a subject model's map when ``mask``
+            came from one (``soft >= 0.5``), or None: with ``refine``, the
+            matting leaves unknown where the model hesitated (hair).
         background: None for a transparent cutout, else see :data:`Background`.
         background_words: how to name ``background`` in the report.
         inputs: files the command read; never overwritten.
@@ -110,7 +114,7 @@ def write_cutout(
     if refine:
         from persam_studio.core.edges.matting import refine_alpha
 
-        alpha, colours = refine_alpha(pixels, mask, logits, should_cancel=should_cancel)
+        alpha, colours = refine_alpha(pixels, mask, logits, soft=soft, should_cancel=should_cancel)
     if background is None and path.suffix.lower() in JPEG_SUFFIXES:
         background, background_words = (255, 255, 255), "white (JPEG has no transparency)"
     if background is None:

@@ -61,27 +61,53 @@ def check_destination(dest: str | Path) -> None:
         raise OutputError(dest, f"is not a regular file ({_kind(mode)}); refusing to write over it")
 
 
-def check_outputs(outputs: Sequence[str | Path], inputs: Iterable[str | Path] = ()) -> None:
+def check_outputs(
+    outputs: Iterable[str | Path], inputs: Iterable[str | Path] = (), *, destinations: bool = True
+) -> None:
     """Check every output of a command against the rule, before anything is written.
 
     Args:
         outputs: every file the command will write.
         inputs: every file the command reads (folders may be given; an output
             inside an input folder is fine, only the same path is refused).
+        destinations: also check each output's kind now (not a device, FIFO,
+            folder). Batch commands pass False: the atomic writer checks it
+            again per item, so one bad output fails its photo, not the batch.
 
     Raises:
         OutputError: the first output that breaks the rule, with the reason.
     """
-    outs = [Path(p) for p in outputs]
-    ins = [Path(p) for p in inputs]
-    for i, out in enumerate(outs):
-        check_destination(out)
-        for other in outs[:i]:
-            if same_file(out, other):
-                raise OutputError(out, f"is given twice as an output (also {other}); give two names")
-        for src in ins:
-            if same_file(out, src):
+    # Linear in the number of paths: an album command checks thousands of
+    # outputs against thousands of inputs.
+    seen: dict[object, Path] = {}  # identity of each output so far -> that output
+    inputs_by_id: dict[object, Path] = {}
+    for src in inputs:
+        for ident in _identities(Path(src)):
+            inputs_by_id.setdefault(ident, Path(src))
+    for out in (Path(p) for p in outputs):
+        if destinations:
+            check_destination(out)
+        idents = _identities(out)
+        for ident in idents:
+            if ident in seen:
+                raise OutputError(out, f"is given twice as an output (also {seen[ident]}); give two names")
+        for ident in idents:
+            if ident in inputs_by_id:
+                src = inputs_by_id[ident]
                 raise OutputError(out, f"is an input of this command ({src}); refusing to overwrite an input")
+        for ident in idents:
+            seen[ident] = out
+
+
+def _identities(path: Path) -> list[object]:
+    """What makes two paths one file: the resolved path, and (device, inode) when it exists."""
+    idents: list[object] = [os.path.normcase(os.path.realpath(path))]
+    try:
+        st = os.stat(path)
+    except OSError:
+        return idents  # a new path: only its name can clash
+    idents.append((st.st_dev, st.st_ino))  # hard links, bind mounts
+    return idents
 
 
 def same_file(a: str | Path, b: str | Path) -> bool:

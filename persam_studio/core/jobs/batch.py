@@ -56,6 +56,7 @@ class Batch:
         self._rows: dict[Key, list[Row]] = {}  # this run's rows, by part
         self._done: set[Key] = set()  # parts finished by an earlier run
         self._errors: dict[str, None] = {}  # ordered, one entry per message
+        self._pending: list[Item] | None = None  # set by start()
 
     @property
     def outdir(self) -> Path:
@@ -77,11 +78,14 @@ class Batch:
         """Create the folder, clean up, read the old report; the items still to run.
 
         Writes the report once (kept rows), so an unwritable folder fails
-        here, before any work.
+        here, before any work. A command may call it early (before a slow
+        step such as fitting); :meth:`run` then goes on from there.
 
         Raises:
             OutputError: see :meth:`check`; the folder or report cannot be written.
         """
+        if self._pending is not None:
+            return list(self._pending)
         self.check()
         try:
             self.outdir.mkdir(parents=True, exist_ok=True)
@@ -103,7 +107,8 @@ class Batch:
             else:
                 pending.append(item)
         self.flush()
-        return pending
+        self._pending = pending
+        return list(pending)
 
     def record(self, outcome: Outcome, *, flush: bool = True) -> list[Row]:
         """Store an item's rows (one or more per part) and rewrite the report; returns the rows stored.

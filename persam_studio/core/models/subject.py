@@ -106,6 +106,17 @@ KNOWN_FILES: dict[str, SubjectSpec] = {
 }
 
 
+#: Names the default subject model: a file, or a :data:`CATALOGUE` name.
+SUBJECT_MODEL_ENV = "PERSAM_SUBJECT_MODEL"
+
+# Known files looked for in the model folders when no model is named, best
+# edges first; the people-only model last, as it misses other subjects.
+SEARCH_ORDER: tuple[str, ...] = (
+    "isnet-general-use.onnx", "isnet.onnx", "isnet_fp16.onnx", "isnet-medium.onnx", "isnet_quint8.onnx",
+    "isnet-small.onnx", "u2net.onnx", "silueta.onnx", "u2netp.onnx", "u2net_human_seg.onnx",
+)
+
+
 def default_spec(size: int) -> SubjectSpec:
     """The spec for an unknown file whose input side is ``size``.
 
@@ -135,6 +146,58 @@ def download_subject_model(
     if name not in CATALOGUE:
         raise DownloadError(None, f"unknown subject model {name!r}; known: {', '.join(CATALOGUE)}")
     return download(CATALOGUE[name].file, dest_dir, progress, should_cancel)
+
+
+def find_subject_model(choice: str | Path | None = None) -> Path:
+    """The subject model file to open.
+
+    Order: ``choice`` (``--subject-model``), then ``$PERSAM_SUBJECT_MODEL``,
+    each a file or a :data:`CATALOGUE` name (an existing file wins over a
+    name); then the first file of :data:`SEARCH_ORDER` found in the model
+    folders (:func:`~persam_studio.core.models.registry.checkpoint_dirs`,
+    where ``persam-studio download NAME`` saves). The file is not opened
+    here: :class:`SubjectModel` checks it.
+
+    Raises:
+        SubjectModelError: one line: a name whose file is not downloaded
+            (says how to get it), a path that does not exist, or no model
+            named and none found.
+    """
+    from persam_studio.core.models.registry import checkpoint_dirs
+
+    folders = checkpoint_dirs()
+    for value, origin in ((choice, ""), (os.environ.get(SUBJECT_MODEL_ENV), f" (set in {SUBJECT_MODEL_ENV})")):
+        if not value:
+            continue
+        path = Path(value).expanduser()
+        if path.exists():
+            return path
+        name = str(value)
+        if name in CATALOGUE:
+            found = _first_file(folders, [CATALOGUE[name].file.filename])
+            if found is None:
+                raise SubjectModelError(None, f"subject model {name!r}{origin} is not downloaded yet; "
+                                              f"run 'persam-studio download {name}'")
+            return found
+        if path.suffix or len(path.parts) > 1:
+            raise SubjectModelError(path, f"file not found{origin}")
+        raise SubjectModelError(None, f"{name!r}{origin} is neither a file nor a subject model name "
+                                      f"({', '.join(CATALOGUE)})")
+    found = _first_file(folders, SEARCH_ORDER)
+    if found is None:
+        raise SubjectModelError(None, "no subject model found; run 'persam-studio download u2netp' (5 MB, fast) "
+                                      "or 'persam-studio download isnet-general-use' (179 MB, finest edges), "
+                                      "or pass --subject-model FILE.onnx")
+    return found
+
+
+def _first_file(folders: list[Path], names) -> Path | None:
+    """The first of ``names`` that is a file in a folder, names first, then folders."""
+    for name in names:
+        for folder in folders:
+            if (folder / name).is_file():
+                return folder / name
+    return None
 
 
 def default_threads() -> int:

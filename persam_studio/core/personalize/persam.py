@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from persam_studio.core.errors import MaskError
+from persam_studio.core.geometry import mask_box
 from persam_studio.core.personalize.fit import STEPS, fit
 from persam_studio.core.personalize.prior import GRID, extremes, similarity
 from persam_studio.core.personalize.target import MODES, PersamResult, Target, confidence
@@ -163,13 +164,6 @@ def fit_target(
 
 
 # -- segmentation ------------------------------------------------------------------
-
-
-def mask_box(mask: np.ndarray) -> np.ndarray:
-    """XYXY box (float (4,)) of a non-empty bool mask: min/max of its pixel coordinates."""
-    rows = np.flatnonzero(mask.any(axis=1))
-    cols = np.flatnonzero(mask.any(axis=0))
-    return np.array([cols[0], rows[0], cols[-1], rows[-1]], dtype=np.float64)
 
 
 def segment(engine: Engine, embedding: Embedding, target: Target) -> PersamResult:
