@@ -45,10 +45,10 @@ def check_destination(dest: str | Path) -> None:
     dest = Path(dest)
     try:
         st = os.lstat(dest)
-    except FileNotFoundError:
+    except OSError:
+        # Nothing there, or a path that cannot exist (a parent is a file): the
+        # write itself then fails with the OSError its callers already handle.
         return
-    except OSError as e:
-        raise OutputError(dest, f"cannot write ({e.strerror or e})") from None
     mode = st.st_mode
     if stat.S_ISLNK(mode):
         try:
@@ -87,6 +87,7 @@ def check_outputs(
     for out in (Path(p) for p in outputs):
         if destinations:
             check_destination(out)
+            _check_parent(out)
         idents = _identities(out)
         for ident in idents:
             if ident in seen:
@@ -97,6 +98,15 @@ def check_outputs(
                 raise OutputError(out, f"is an input of this command ({src}); refusing to overwrite an input")
         for ident in idents:
             seen[ident] = out
+
+
+def _check_parent(path: Path) -> None:
+    """Refuse, before any work, an output whose folder can never exist (a file is in the way)."""
+    for parent in path.parents:
+        if parent.exists() or parent.is_symlink():
+            if not parent.is_dir():
+                raise OutputError(path, f"cannot be written: {parent} is not a folder")
+            return
 
 
 def _identities(path: Path) -> list[object]:
