@@ -24,6 +24,7 @@ from persam_studio.gui.backend import Propagated
 from persam_studio.gui.editing import Bitmap, EditState
 from persam_studio.gui.image_controller import ImageController
 from persam_studio.gui.references import ForgetReferences
+from persam_studio.gui.subject_backend import Selected
 from persam_studio.gui.thumbnails import thumbnail_job, unreadable_reason
 from persam_studio.gui.workers import LOW, Lane
 
@@ -264,6 +265,37 @@ class AlbumController(QObject):
         state = EditState(prediction=item.prediction, confidence=item.confidence)
         flag = ImageState.PROPAGATED if item.confidence >= REVIEW_THRESHOLD else ImageState.NEEDS_REVIEW
         mask = item.prediction.display_mask(0)
+        if record is self.record and self.images.session is not None:
+            self.images.replace_state(state)
+            mask = self.images.session.mask()
+        self._save(record, state, mask, flag)
+
+    def selection_targets(self) -> list[ImageRecord]:
+        """Photos *Select subject in all photos* may write: those propagation may write."""
+        if self.album is None:
+            return []
+        return [r for r in self.album.records if r.state in PROPAGATABLE]
+
+    def apply_selected(self, item: Selected) -> None:
+        """Store one photo's subject (unless the user masked or accepted it meanwhile).
+
+        Flagged *propagated* (found) or *needs review* (the subject model was
+        unsure: :meth:`~persam_studio.core.segment.selection.Selection.is_doubtful`).
+        """
+        index = self.album.index_of(item.path) if self.album else None
+        if index is None:
+            return
+        record = self.album.records[index]
+        if record.state not in PROPAGATABLE or item.bitmap is None:
+            if item.error:
+                self.message.emit(f"{item.path.name}: {item.error}")
+            return
+        record.size = item.original_size
+        if record is not self.record:
+            self.images.forget_history(self.album.path_of(record))
+        state = EditState(bitmap=item.bitmap, subject=item.base, confidence=item.base.confidence)
+        flag = ImageState.NEEDS_REVIEW if item.doubtful else ImageState.PROPAGATED
+        mask = item.display
         if record is self.record and self.images.session is not None:
             self.images.replace_state(state)
             mask = self.images.session.mask()
