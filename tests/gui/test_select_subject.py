@@ -239,25 +239,31 @@ def test_settings_choose_the_subject_model_file(make_window, model_dir, rect_alb
     assert dialog.subject_model_file() == "/x/other.onnx"
 
 
-def test_real_isnet_selects_the_dog_and_a_click_refines_it(make_window, model_dir, qtbot, tmp_path, monkeypatch):
+def test_real_isnet_selects_a_perseg_subject_and_a_click_refines_it(make_window, model_dir, qtbot, tmp_path,
+                                                                     monkeypatch):
+    from persam_studio.core.io.imageio import load_mask
+
     isnet = SHARED / "models" / "isnet-medium.onnx"
     if not isnet.is_file():
         pytest.skip(f"the trained subject model is not available: {isnet}")
-    photo = shared_data("photos", "dog.jpg")
+    src = shared_data("perseg-examples")
     monkeypatch.setenv("PERSAM_SUBJECT_MODEL", str(isnet))
-    folder = tmp_path / "dog"
+    folder = tmp_path / "duck"
     folder.mkdir()
-    (folder / "dog.jpg").write_bytes(photo.read_bytes())
+    (folder / "duck_toy_01.jpg").symlink_to(src / "duck_toy_01.jpg")
     window = make_window()
     window.open_paths([folder])
     wait_idle(qtbot, window, timeout=60000)
     with qtbot.waitSignal(window.subjects.selected, timeout=120000) as got:
         window.actions_.select_subject.trigger()
     wait_idle(qtbot, window)
-    sel = got.args[0]
-    mask = window.images.session.mask()
-    assert 0.05 < mask.mean() < 0.9 and not sel.doubtful, (mask.mean(), sel.base.confidence)
-    h, w = mask.shape
-    click(qtbot, window, 5 * window.images.session.original_size[1] // 100, 5 * window.images.session.original_size[0] // 100,
-          Qt.MouseButton.RightButton)
-    assert window.images.state.prediction is not None  # SAM answered the click on top of the subject
+    full = window.images.state.bitmap.mask  # the photo's own size
+    truth = load_mask(src / "duck_toy_01.png", size=full.shape)
+    assert _iou(full, truth) >= 0.9 and not got.args[0].doubtful
+    subject = window.images.session.mask().copy()
+    h, w = window.images.session.original_size
+    click(qtbot, window, w // 20, h // 20)  # an object click far outside: SAM answers on top of the subject
+    assert window.images.state.prediction is not None and window.images.state.subject is not None
+    window.actions_.undo.trigger()
+    wait_idle(qtbot, window)
+    assert np.array_equal(window.images.session.mask(), subject)
