@@ -14,6 +14,7 @@ from pathlib import Path
 from PySide6.QtCore import QObject, Signal
 
 from persam_studio.core.io.album import ImageState, write_mask_png
+from persam_studio.core.personalize.methods import DEFAULT_MODE
 from persam_studio.gui import backend
 from persam_studio.gui.album_controller import AlbumController
 from persam_studio.gui.backend import ExportItem, Propagated, ReferenceSpec
@@ -90,8 +91,12 @@ class JobsController(QObject):
         )
         return True
 
-    def propagate(self, method: str = "persam") -> bool:
-        """Find the references' subject in every other image of the album."""
+    def propagate(self, method: str = DEFAULT_MODE, exact: bool = False, instances: int | None = 1) -> bool:
+        """Find the references' subject in every other image of the album.
+
+        ``method``: ``"persam_f"`` (default) or ``"persam"``; ``exact``:
+        PerSAM-F's full-size fit; ``instances``: 1..32 per photo, None for all.
+        """
         album = self.albums.album
         if not self._ready(album):
             return False
@@ -111,6 +116,7 @@ class JobsController(QObject):
         steps = backend.propagate_steps(
             self.model.engine, refs, paths, method, self.images.display_cap, lambda: self._cancelled(),
             fit_progress=lambda done, total: self.job is not None and self.job.report(done, total),
+            exact=exact and method == "persam_f", instances=instances,
         )
         return self._start(PROPAGATE, steps, len(paths))
 

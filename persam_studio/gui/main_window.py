@@ -139,7 +139,7 @@ class MainWindow(QMainWindow):
         a.select_subject.triggered.connect(self.subjects.select_current)
         a.select_all.triggered.connect(self.subjects.select_all)
         a.use_reference.triggered.connect(lambda: self.jobs.use_as_reference(self.side.name.text()))
-        a.propagate.triggered.connect(lambda: self.jobs.propagate(self.side.method.currentData()))
+        a.propagate.triggered.connect(lambda: self._propagate(self.side.propagate_options()))
         a.accept.triggered.connect(self.albums.accept_current)
         a.forget_references.triggered.connect(self._ask_forget_references)
         a.next_review.triggered.connect(lambda: self.albums.step_review(1))
@@ -164,7 +164,7 @@ class MainWindow(QMainWindow):
         self.side.outline_toggled.connect(c.set_outline)
         self.side.brush_changed.connect(lambda px: setattr(c, "brush_px", float(px)))
         self.side.reference_requested.connect(self.jobs.use_as_reference)
-        self.side.propagate_requested.connect(self.jobs.propagate)
+        self.side.propagate_requested.connect(self._propagate)
         self.side.clear_references_requested.connect(self._ask_forget_references)
         self.side.accept_requested.connect(self.albums.accept_current)
         self.side.subject_edited.connect(self.albums.set_subject)
@@ -228,6 +228,9 @@ class MainWindow(QMainWindow):
         record = self.albums.record
         self.side.set_confidence(record.state if record else None, record.confidence if record else None)
         self.side.set_review_count(len(self.albums.to_review()))
+
+    def _propagate(self, options) -> None:
+        self.jobs.propagate(options.method, options.exact, options.instances)
 
     def _ask_forget_references(self) -> None:
         album = self.albums.album
