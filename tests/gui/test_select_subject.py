@@ -15,8 +15,8 @@ from PIL import Image
 from PySide6.QtCore import Qt
 
 from persam_studio.core.io.album import ImageState
-from persam_studio.core.models import registry
 from tests.conftest import SHARED, shared_data
+from tests.test_cli_select import model_dir  # noqa: F401  (the only model folder searched)
 from tests.core.test_subject import tiny_model
 from tests.gui.conftest import wait_idle
 from tests.gui.test_canvas_prompts import click
@@ -26,15 +26,10 @@ FOUND = (ImageState.PROPAGATED, ImageState.NEEDS_REVIEW)
 RECT = (120, 80, 300, 220)  # x0, y0, x1, y1 of the bright subject
 
 
-@pytest.fixture()
-def model_dir(tmp_path, monkeypatch) -> Path:
-    """The only folder searched for models; subject maps cached under tmp_path."""
-    folder = tmp_path / "models"
-    folder.mkdir()
-    monkeypatch.setattr(registry, "checkpoint_dirs", lambda: [folder])
-    monkeypatch.delenv("PERSAM_SUBJECT_MODEL", raising=False)
+@pytest.fixture(autouse=True)
+def _subject_cache(tmp_path, monkeypatch):
+    """Subject maps cached under tmp_path, never in the user's cache."""
     monkeypatch.setenv("PERSAM_CACHE_DIR", str(tmp_path / "cache"))
-    return folder
 
 
 @pytest.fixture()
