@@ -48,20 +48,23 @@ class Actions:
         self.next_image = a("Next image", "PgDown", "Go to the album's next photo")
         self.previous_image = a("Previous image", "PgUp", "Go to the album's previous photo")
 
+        self.select_subject = a("Select subject", "S", "Mask this photo's main subject with no click (then click to refine)")
+        self.select_all = a("Select subject in all photos", "Ctrl+Shift+S",
+                            "Mask the main subject of every photo you have not masked or accepted")
         self.prepare = a("Prepare album", None, "Encode every photo now, so clicks and propagation are quick later")
         self.use_reference = a("Use as reference", "R", "Teach PerSAM the subject from this photo's mask")
         self.propagate = a("Propagate to album", "Ctrl+Shift+P",
                            "Find the subject in every photo you have not masked or accepted")
         self.accept = a("Accept mask", "A", "Mark this photo's mask as checked; propagation never overwrites it")
         self.forget_references = a("Forget references…", None, "Drop every reference of this album (asks; undoable)")
-        self.cancel_job = a("Cancel job", None, "Stop the running prepare, propagation or export")
+        self.cancel_job = a("Cancel job", None, "Stop the running prepare, propagation, selection or export")
 
         self.next_review = a("Next to review", "N", "Go to the next photo flagged needs review (wraps around)")
         self.previous_review = a("Previous to review", "Shift+N", "Go to the previous photo flagged needs review")
         self.review_only = a("Show only photos to review", "Ctrl+Shift+R",
                              "Hide the album's photos that are not flagged needs review", checkable=True)
 
-        self.settings = a("Settings…", None, "Choose the model type, checkpoint, device and cache folder")
+        self.settings = a("Settings…", None, "Choose the model type, checkpoint, device, cache folder and subject model")
         self.model = a("Model…", None, "Download a model checkpoint or pick a checkpoint file")
         self.shortcuts = a("Shortcuts", "F1", "List every key and mouse gesture")
         self.about = a("About PerSAM Studio", None, "Version, model, device and the folders the app uses")
@@ -92,14 +95,14 @@ class Actions:
         for x in (self.open_folder, self.open_images, None, self.load_mask, self.export, None, self.settings, self.model, None, self.quit):
             m.addSeparator() if x is None else m.addAction(x)
         m = bar.addMenu("&Edit")
-        for x in (self.undo, self.redo, None, self.clear, self.cycle, None, self.tool_prompt, self.tool_brush, self.tool_eraser, self.brush_smaller, self.brush_larger):
+        for x in (self.undo, self.redo, None, self.select_subject, self.clear, self.cycle, None, self.tool_prompt, self.tool_brush, self.tool_eraser, self.brush_smaller, self.brush_larger):
             m.addSeparator() if x is None else m.addAction(x)
         m = bar.addMenu("&View")
         for x in (self.fit, self.zoom_100, self.zoom_in, self.zoom_out, None, self.next_image, self.previous_image,
                   None, self.next_review, self.previous_review, self.review_only):
             m.addSeparator() if x is None else m.addAction(x)
         m = bar.addMenu("&Album")
-        for x in (self.prepare, None, self.use_reference, self.propagate, self.accept, self.forget_references,
+        for x in (self.prepare, None, self.select_all, None, self.use_reference, self.propagate, self.accept, self.forget_references,
                   None, self.cancel_job):
             m.addSeparator() if x is None else m.addAction(x)
         m = bar.addMenu("&Help")
@@ -109,7 +112,7 @@ class Actions:
         tb = QToolBar("Main", window)
         tb.setObjectName("main-toolbar")
         for x in (self.open_folder, None, self.tool_prompt, self.tool_brush, self.tool_eraser, None, self.undo, self.redo, None,
-                  self.fit, self.zoom_100, None, self.prepare, self.use_reference, self.propagate, self.export):
+                  self.fit, self.zoom_100, None, self.select_subject, None, self.prepare, self.use_reference, self.propagate, self.export):
             tb.addSeparator() if x is None else tb.addAction(x)
         window.addToolBar(tb)
         return tb

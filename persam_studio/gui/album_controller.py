@@ -24,6 +24,7 @@ from persam_studio.gui.backend import Propagated
 from persam_studio.gui.editing import Bitmap, EditState
 from persam_studio.gui.image_controller import ImageController
 from persam_studio.gui.references import ForgetReferences
+from persam_studio.gui.subject_backend import Selected
 from persam_studio.gui.thumbnails import thumbnail_job, unreadable_reason
 from persam_studio.gui.workers import LOW, Lane
 
@@ -250,21 +251,53 @@ class AlbumController(QObject):
 
     def apply_propagated(self, item: Propagated) -> None:
         """Store one propagation result (unless the user touched the image meanwhile)."""
-        index = self.album.index_of(item.path) if self.album else None
+        if item.prediction is None:
+            self._apply_found(item.path, item.error)
+            return
+        flag = ImageState.PROPAGATED if item.confidence >= REVIEW_THRESHOLD else ImageState.NEEDS_REVIEW
+        self._apply_found(item.path, item.error, item.original_size,
+                          EditState(prediction=item.prediction, confidence=item.confidence),
+                          flag, item.prediction.display_mask(0))
+
+    def _apply_found(self, path: Path, error: str | None, size: tuple[int, int] | None = None,
+                     state: EditState | None = None, flag: ImageState | None = None,
+                     display: np.ndarray | None = None) -> None:
+        """Store a mask a job found for ``path`` (``state`` None: it failed, ``error`` says why).
+
+        Never over the user's work: a photo masked or accepted meanwhile is left alone.
+        """
+        index = self.album.index_of(path) if self.album else None
         if index is None:
             return
         record = self.album.records[index]
-        if record.state not in PROPAGATABLE or item.prediction is None:
-            if item.error:
-                self.message.emit(f"{item.path.name}: {item.error}")
+        if record.state not in PROPAGATABLE or state is None:
+            if error:
+                self.message.emit(f"{path.name}: {error}")
             return
-        record.size = item.original_size
+        record.size = size
         if record is not self.record:
             self.images.forget_history(self.album.path_of(record))  # its base changed under it
-        state = EditState(prediction=item.prediction, confidence=item.confidence)
-        flag = ImageState.PROPAGATED if item.confidence >= REVIEW_THRESHOLD else ImageState.NEEDS_REVIEW
-        mask = item.prediction.display_mask(0)
         if record is self.record and self.images.session is not None:
             self.images.replace_state(state)
-            mask = self.images.session.mask()
-        self._save(record, state, mask, flag)
+            display = self.images.session.mask()
+        self._save(record, state, display, flag)
+
+    def selection_targets(self) -> list[ImageRecord]:
+        """Photos *Select subject in all photos* may write: those propagation may write."""
+        if self.album is None:
+            return []
+        return [r for r in self.album.records if r.state in PROPAGATABLE]
+
+    def apply_selected(self, item: Selected) -> None:
+        """Store one photo's subject (unless the user masked or accepted it meanwhile).
+
+        Flagged *propagated* (found) or *needs review* (the subject model was
+        unsure: :meth:`~persam_studio.core.segment.selection.Selection.is_doubtful`).
+        """
+        if item.bitmap is None:
+            self._apply_found(item.path, item.error)
+            return
+        flag = ImageState.NEEDS_REVIEW if item.doubtful else ImageState.PROPAGATED
+        self._apply_found(item.path, item.error, item.original_size,
+                          EditState(bitmap=item.bitmap, subject=item.base, confidence=item.base.confidence),
+                          flag, item.display)

@@ -154,17 +154,36 @@ class Propagated:
     error: str | None = None
 
 
+@dataclass(frozen=True)
+class PropagateOptions:
+    """How to propagate (the side panel's choices).
+
+    Attributes:
+        method: ``"persam_f"`` (the default, :data:`~persam_studio.core.personalize.methods.DEFAULT_MODE`)
+            or ``"persam"`` (training-free).
+        exact: PerSAM-F's full-size (slow) fit instead of the fast one.
+        instances: instances to look for per photo (1..32), or None for all;
+            the photo's mask is their union.
+    """
+
+    method: str = "persam_f"
+    exact: bool = False
+    instances: int | None = 1
+
+
 def fit_targets(
     engine: Engine,
     references: Sequence[ReferenceSpec],
     method: str,
     should_cancel: Callable[[], bool],
     progress: Progress | None = None,
+    exact: bool = False,
 ) -> list[Target]:
     """One Target per reference name (references sharing a name are averaged).
 
     ``progress(done, total)`` follows PerSAM-F's fitting steps over every
-    target (PerSAM fits nothing: it is not called).
+    target (PerSAM fits nothing: it is not called). ``exact``: PerSAM-F's
+    full-size fit (see :func:`~persam_studio.core.personalize.targets.fit_targets`).
     """
     from persam_studio.core.errors import MaskError
     from persam_studio.core.io.album import read_mask_png
@@ -183,7 +202,8 @@ def fit_targets(
         if progress is not None:
             progress(order[name] * total + done, len(groups) * total)
 
-    return _fit(engine, groups, finetune=method == "persam_f", progress=step, should_cancel=should_cancel)
+    return _fit(engine, groups, finetune=method == "persam_f", exact=exact, progress=step,
+                should_cancel=should_cancel)
 
 
 def propagate_steps(
@@ -194,17 +214,23 @@ def propagate_steps(
     display_cap: int,
     should_cancel: Callable[[], bool],
     fit_progress: Progress | None = None,
+    exact: bool = False,
+    instances: int | None = 1,
 ) -> Iterator[Step | Propagated]:
     """Fit the targets, then segment every image; one item per image.
 
     ``fit_progress(step, steps)`` is called in the worker during PerSAM-F's
-    fitting (one generator step that takes seconds).
+    fitting (one generator step that takes seconds). ``exact`` and
+    ``instances`` are :class:`PropagateOptions`'.
     """
+    from persam_studio.core.personalize.methods import DEFAULT_INSTANCE_FRACTION
+
     yield Step(0, len(paths), note="fitting")
-    targets = fit_targets(engine, references, method, should_cancel, fit_progress)
+    targets = fit_targets(engine, references, method, should_cancel, fit_progress, exact=exact)
     from persam_studio.core.personalize.propagate import propagate
 
-    for item in propagate(engine, targets, list(paths), should_cancel=should_cancel):
+    for item in propagate(engine, targets, list(paths), should_cancel=should_cancel, instances=instances,
+                          instance_fraction=DEFAULT_INSTANCE_FRACTION):
         yield _propagated(item, display_cap)
 
 
@@ -220,8 +246,14 @@ def _propagated(item: PropagationItem, display_cap: int) -> Propagated:
     disp = display_size(size, display_cap)
     mask = np.zeros(disp, bool)
     low = None
-    for r in results:
-        mask |= r.mask(disp)
+    # Every instance of every target: the photo's mask is their union
+    # (InstancesResult.mask), its saved logits the per-pixel maximum.
+    found = [f for f in (getattr(item, "instances", None) or {}).values() if not isinstance(f, str)]
+    for f in found:
+        mask |= f.mask(disp)
+    for r in [i for f in found for i in f.instances] or results:
+        if not found:
+            mask |= r.mask(disp)
         low = r.low_res_logits if low is None else np.maximum(low, r.low_res_logits)
     conf = min(float(r.confidence) for r in results)
     seconds = float(getattr(item, "seconds", 0.0))

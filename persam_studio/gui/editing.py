@@ -20,9 +20,10 @@ import cv2
 import numpy as np
 
 from persam_studio.core.io.album import Stroke
-from persam_studio.core.types import Box, Point
+from persam_studio.core.types import Box, Point, Prompt
 from persam_studio.core.io.album_masks import render_strokes  # noqa: F401  (re-exported for the GUI)
 from persam_studio.core.geometry import sam_input_size
+from persam_studio.core.segment.selection import add_click
 
 #: Longest side of display masks by default; the canvas may pass its own.
 DISPLAY_CAP = 2048
@@ -95,13 +96,33 @@ class Bitmap:
         return m > 127
 
 
+@dataclass(frozen=True, eq=False)
+class SubjectBase:
+    """A selected subject (*Select subject*) that clicks refine rather than replace.
+
+    Attributes:
+        prompt: the subject as a SAM prompt (its box and its soft map as
+            ``mask_input``; :func:`~persam_studio.core.segment.selection.subject_prompt`).
+            A click is added to it (:func:`~persam_studio.core.segment.selection.add_click`),
+            so SAM refines the subject.
+        confidence: the subject model's edge confidence in [0, 1].
+    """
+
+    prompt: Prompt
+    confidence: float = 0.0
+
+
 @dataclass(frozen=True)
 class EditState:
     """An image's mask as data; see the module docstring.
 
     A state with prompts but no prediction is *pending*: its mask is being
     computed. ``candidate`` None means the model's best candidate.
-    ``confidence`` is set for a propagated mask.
+    ``confidence`` is set for a propagated mask. ``subject`` is set from
+    *Select subject* on: the state's base is then the subject's ``bitmap``
+    until a click, whose request starts from the subject's prompt (the
+    answer is a single-candidate prediction); a box or Clear drops nothing
+    but the box or everything, as usual.
     """
 
     points: tuple[Point, ...] = ()
@@ -111,6 +132,7 @@ class EditState:
     bitmap: Bitmap | None = None
     strokes: tuple[Stroke, ...] = ()
     confidence: float | None = None
+    subject: SubjectBase | None = None
 
     @property
     def has_prompts(self) -> bool:
@@ -122,7 +144,7 @@ class EditState:
 
     @property
     def prompt_key(self) -> tuple:
-        return (self.points, self.box)
+        return (self.points, self.box, self.subject)
 
     @property
     def candidate_index(self) -> int | None:
@@ -139,15 +161,30 @@ class EditState:
     @property
     def multimask(self) -> bool:
         """Ask for 3 candidates only for an ambiguous, single prompt (as SAM advises)."""
-        return len(self.points) + (self.box is not None) == 1
+        return self.subject is None and len(self.points) + (self.box is not None) == 1
+
+    def prompt(self) -> Prompt:
+        """The prompt to ask the model for this state's mask (original-image pixels).
+
+        Without a subject: the points and the box. With one: the subject's
+        prompt plus each click (a user's box replaces the subject's box).
+        """
+        if self.subject is None:
+            return Prompt(points=self.points, box=self.box)
+        prompt = self.subject.prompt
+        if self.box is not None:
+            prompt = replace(prompt, box=self.box)
+        for point in self.points:
+            prompt = add_click(prompt, point)
+        return prompt
 
     # -- transitions (each returns a new state) ---------------------------
 
     def with_point(self, point: Point) -> EditState:
-        return EditState(points=self.points + (point,), box=self.box, strokes=self.strokes)
+        return EditState(points=self.points + (point,), box=self.box, strokes=self.strokes, subject=self.subject)
 
     def with_box(self, box: Box) -> EditState:
-        return EditState(points=self.points, box=box, strokes=self.strokes)
+        return EditState(points=self.points, box=box, strokes=self.strokes, subject=self.subject)
 
     def with_stroke(self, stroke: Stroke) -> EditState:
         return replace(self, strokes=self.strokes + (stroke,))

@@ -14,14 +14,16 @@ from pathlib import Path
 from PySide6.QtCore import QObject, Signal
 
 from persam_studio.core.io.album import ImageState, write_mask_png
+from persam_studio.core.personalize.methods import DEFAULT_MODE
 from persam_studio.gui import backend
 from persam_studio.gui.album_controller import AlbumController
 from persam_studio.gui.backend import ExportItem, Propagated, ReferenceSpec
 from persam_studio.gui.image_controller import ImageController
 from persam_studio.gui.model_controller import ModelController
+from persam_studio.gui.subject_backend import Selected, SubjectModelHolder, select_steps
 from persam_studio.gui.workers import HIGH, Lane, LongJob
 
-PREPARE, PROPAGATE, EXPORT = "Preparing album", "Propagating", "Exporting"
+PREPARE, PROPAGATE, EXPORT, SELECT = "Preparing album", "Propagating", "Exporting", "Selecting subjects"
 
 
 def _reference_job(size, logits, bitmap, strokes, dest: Path) -> Path:
@@ -89,8 +91,12 @@ class JobsController(QObject):
         )
         return True
 
-    def propagate(self, method: str = "persam") -> bool:
-        """Find the references' subject in every other image of the album."""
+    def propagate(self, method: str = DEFAULT_MODE, exact: bool = False, instances: int | None = 1) -> bool:
+        """Find the references' subject in every other image of the album.
+
+        ``method``: ``"persam_f"`` (default) or ``"persam"``; ``exact``:
+        PerSAM-F's full-size fit; ``instances``: 1..32 per photo, None for all.
+        """
         album = self.albums.album
         if not self._ready(album):
             return False
@@ -110,8 +116,29 @@ class JobsController(QObject):
         steps = backend.propagate_steps(
             self.model.engine, refs, paths, method, self.images.display_cap, lambda: self._cancelled(),
             fit_progress=lambda done, total: self.job is not None and self.job.report(done, total),
+            exact=exact and method == "persam_f", instances=instances,
         )
         return self._start(PROPAGATE, steps, len(paths))
+
+    # -- select subject in all photos ------------------------------------------------
+
+    def select_all(self, holder: SubjectModelHolder) -> bool:
+        """The subject model's mask for every photo the user has not masked or accepted.
+
+        Results are flagged like propagation's (found / needs review), so a
+        later propagation or selection may replace them; masked and accepted
+        photos are never touched (see :meth:`AlbumController.apply_selected`).
+        """
+        album = self.albums.album
+        if album is None or self.job is not None:
+            return False
+        targets = self.albums.selection_targets()
+        if not targets:
+            self.message.emit("nothing to select: every photo is masked or accepted")
+            return False
+        paths = [album.path_of(r) for r in targets]
+        steps = select_steps(holder, paths, self.images.display_cap, lambda: self._cancelled())
+        return self._start(SELECT, steps, len(paths))
 
     # -- export --------------------------------------------------------------------------
 
@@ -171,6 +198,8 @@ class JobsController(QObject):
             if isinstance(item, Propagated):
                 self.albums.apply_propagated(item)
                 self._count += item.prediction is not None
+            elif isinstance(item, Selected):
+                self.albums.apply_selected(item)
             if getattr(item, "error", None):
                 # One line per photo, named once: the error's own text often starts with its path.
                 name = Path(item.path).name
@@ -187,7 +216,7 @@ class JobsController(QObject):
     def _end(self, how: str) -> None:
         label, self.job = self.label, None
         summary = how
-        if self.label == PROPAGATE and how == "done":
+        if self.label in (PROPAGATE, SELECT) and how == "done":
             counts = self.albums.album.counts()
             summary = (f"done: {counts[ImageState.PROPAGATED]} found, "
                        f"{counts[ImageState.NEEDS_REVIEW]} need review")

@@ -30,6 +30,7 @@ from persam_studio.gui.references import describe
 from persam_studio.gui.settings import AppSettings
 from persam_studio.gui.side_panel import SidePanel
 from persam_studio.gui.statusbar import StatusBar
+from persam_studio.gui.subject_controller import SubjectController
 from persam_studio.gui.targets_view import TargetsView
 from persam_studio.gui.workers import Lane
 
@@ -93,6 +94,7 @@ class MainWindow(QMainWindow):
         self.albums = AlbumController(self.panel, self.images, self.io_lane, self)
         self.model = ModelController(self.model_lane, self.io_lane, engine_factory, self)
         self.jobs = JobsController(self.albums, self.images, self.model, self.model_lane, self)
+        self.subjects = SubjectController(self.images, self.jobs, self.model_lane, self._subject_choice, self)
         self.actions_ = Actions(self, self.images.undo_group)
         self.actions_.install(self)
         self.model_dialog: ModelDialog | None = None
@@ -134,8 +136,10 @@ class MainWindow(QMainWindow):
         a.export.triggered.connect(self._ask_export)
         a.quit.triggered.connect(self.close)
         a.prepare.triggered.connect(self.jobs.prepare)
+        a.select_subject.triggered.connect(self.subjects.select_current)
+        a.select_all.triggered.connect(self.subjects.select_all)
         a.use_reference.triggered.connect(lambda: self.jobs.use_as_reference(self.side.name.text()))
-        a.propagate.triggered.connect(lambda: self.jobs.propagate(self.side.method.currentData()))
+        a.propagate.triggered.connect(lambda: self._propagate(self.side.propagate_options()))
         a.accept.triggered.connect(self.albums.accept_current)
         a.forget_references.triggered.connect(self._ask_forget_references)
         a.next_review.triggered.connect(lambda: self.albums.step_review(1))
@@ -160,7 +164,7 @@ class MainWindow(QMainWindow):
         self.side.outline_toggled.connect(c.set_outline)
         self.side.brush_changed.connect(lambda px: setattr(c, "brush_px", float(px)))
         self.side.reference_requested.connect(self.jobs.use_as_reference)
-        self.side.propagate_requested.connect(self.jobs.propagate)
+        self.side.propagate_requested.connect(self._propagate)
         self.side.clear_references_requested.connect(self._ask_forget_references)
         self.side.accept_requested.connect(self.albums.accept_current)
         self.side.subject_edited.connect(self.albums.set_subject)
@@ -184,6 +188,8 @@ class MainWindow(QMainWindow):
         self.jobs.finished.connect(s.job_finished)
         self.jobs.finished.connect(lambda label, summary: self.log.add(f"{label}: {summary}"))
         self.jobs.message.connect(self._tell)
+        self.subjects.message.connect(self._tell)
+        self.subjects.missing.connect(self._show_error)
         s.cancel_requested.connect(self.jobs.cancel)
 
         self.model.loading.connect(lambda: s.set_model("model: loading…"))
@@ -222,6 +228,9 @@ class MainWindow(QMainWindow):
         record = self.albums.record
         self.side.set_confidence(record.state if record else None, record.confidence if record else None)
         self.side.set_review_count(len(self.albums.to_review()))
+
+    def _propagate(self, options) -> None:
+        self.jobs.propagate(options.method, options.exact, options.instances)
 
     def _ask_forget_references(self) -> None:
         album = self.albums.album
@@ -319,9 +328,16 @@ class MainWindow(QMainWindow):
         self._warn_if_overridden()
         self._load_model()
 
+    def _subject_choice(self) -> tuple[str, str]:
+        """Settings' subject model and its map cache (``subject/`` in a chosen embedding cache)."""
+        cache = self.settings.model_choice.cache_dir
+        return self.settings.subject_model, str(Path(cache) / "subject") if cache else ""
+
     def _ask_settings(self) -> None:
-        dialog = SettingsDialog(self.settings.model_choice, self.model_dialog if self._dialog_shown() else self)
+        dialog = SettingsDialog(self.settings.model_choice, self.model_dialog if self._dialog_shown() else self,
+                                self.settings.subject_model)
         if dialog.exec():
+            self.settings.subject_model = dialog.subject_model_file()
             self.settings.model_choice = dialog.choice()
             self._warn_if_overridden()
             self._load_model()

@@ -36,7 +36,7 @@ class PromptRequest:
 
     Attributes:
         id: unique, increasing; answers to older ids are stale.
-        prompt_key: identifies the prompt set (points, box).
+        prompt_key: identifies the prompt set (points, box, subject).
         prompt: the canvas's points and box, in original-image pixels, as
             the one value the engine takes (``Engine.predict(embedding, prompt)``).
         multimask_output: three candidates or one.
@@ -54,7 +54,7 @@ class PromptRequest:
         return PromptRequest(
             id=next(_ids),
             prompt_key=state.prompt_key,
-            prompt=Prompt(points=state.points, box=state.box),
+            prompt=state.prompt(),
             multimask_output=state.multimask,
             display_size=display_size,
         )

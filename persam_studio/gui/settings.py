@@ -53,6 +53,16 @@ class AppSettings:
         self.qsettings.setValue("model/cache_dir", choice.cache_dir)
         self.qsettings.sync()
 
+    @property
+    def subject_model(self) -> str:
+        """*Select subject*'s model: an ONNX file (or a catalogue name); empty: automatic."""
+        return self._str("model/subject_model")
+
+    @subject_model.setter
+    def subject_model(self, value: str) -> None:
+        self.qsettings.setValue("model/subject_model", value)
+        self.qsettings.sync()
+
     # -- places and window -----------------------------------------------------------
 
     @property

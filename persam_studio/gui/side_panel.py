@@ -19,10 +19,15 @@ from PySide6.QtWidgets import (
 )
 
 from persam_studio.core.io.album import ImageState
+from persam_studio.core.personalize.methods import DEFAULT_MODE, MAX_INSTANCES
 from persam_studio.core.types import REVIEW_THRESHOLD
 from persam_studio.gui.album_panel import STATE_COLORS, STATE_LABELS
+from persam_studio.gui.backend import PropagateOptions
 
-METHODS = (("PerSAM (training-free)", "persam"), ("PerSAM-F (fits 2 weights, better on parts)", "persam_f"))
+#: PerSAM-F first: it is the default (DEFAULT_MODE), much more accurate on the smaller models.
+METHODS = (("PerSAM-F (fits 2 weights; default, more accurate)", "persam_f"),
+           ("PerSAM (training-free)", "persam"))
+ALL_INSTANCES = "All"
 
 
 def _swatch(color: QColor) -> QLabel:
@@ -43,7 +48,7 @@ class SidePanel(QWidget):
     subject_edited = Signal(str)  # the name, when the user has finished typing it
     review_step_requested = Signal(int)  # +1 next, -1 previous photo to review
     review_only_toggled = Signal(bool)
-    propagate_requested = Signal(str)  # method
+    propagate_requested = Signal(object)  # PropagateOptions
     clear_references_requested = Signal()
     accept_requested = Signal()
 
@@ -75,7 +80,18 @@ class SidePanel(QWidget):
         for label, value in METHODS:
             self.method.addItem(label, value)
         self.name.setToolTip("Name of what the reference shows; references with one name form one target")
-        self.method.setToolTip("PerSAM needs no training; PerSAM-F fits two weights on the references")
+        self.method.setToolTip("PerSAM-F fits two weights on the references (about a second each; the default); "
+                               "PerSAM needs no training")
+        self.set_method(DEFAULT_MODE)
+        self.exact = QCheckBox("Exact fit (slow)", person)
+        self.exact.setToolTip("PerSAM-F: fit on the full-size masks instead of the fast fit (seconds to minutes "
+                              "per reference; a little more accurate)")
+        self.instances = QComboBox(person)
+        for n in range(1, MAX_INSTANCES + 1):
+            self.instances.addItem(str(n), n)
+        self.instances.addItem(ALL_INSTANCES, None)
+        self.instances.setToolTip("How many of the subject to look for in each photo (\"both of my cats\"); "
+                                  "the photo's mask holds them all")
         self.propagate_button = QPushButton("Propagate to album", person)
         self.clear_button = QPushButton("Forget references", person)
         self.clear_button.setToolTip("Drop every reference of this album (masks already made stay)")
@@ -85,6 +101,8 @@ class SidePanel(QWidget):
         pf.addRow(self.use_button)
         pf.addRow(self.targets)
         pf.addRow("Method", self.method)
+        pf.addRow("", self.exact)
+        pf.addRow("Instances", self.instances)
         pf.addRow(self.propagate_button)
         pf.addRow(self.clear_button)
         pf.addRow(self.accept_button)
@@ -129,7 +147,8 @@ class SidePanel(QWidget):
         self.previous_review.clicked.connect(lambda: self.review_step_requested.emit(-1))
         self.next_review.clicked.connect(lambda: self.review_step_requested.emit(1))
         self.review_only.toggled.connect(self.review_only_toggled.emit)
-        self.propagate_button.clicked.connect(lambda: self.propagate_requested.emit(self.method.currentData()))
+        self.method.currentIndexChanged.connect(self._on_method_changed)
+        self.propagate_button.clicked.connect(lambda: self.propagate_requested.emit(self.propagate_options()))
         self.clear_button.clicked.connect(self.clear_references_requested.emit)
         self.accept_button.clicked.connect(self.accept_requested.emit)
 
@@ -149,4 +168,14 @@ class SidePanel(QWidget):
         self.review_count.setText("No photo needs review" if n == 0 else f"{n} photo{'s' if n != 1 else ''} to review")
 
     def set_method(self, method: str) -> None:
-        self.method.setCurrentIndex(max(0, self.method.findData(method)))
+        """Show ``method``; an unknown or empty one (a new album) is the default, PerSAM-F."""
+        index = self.method.findData(method)
+        self.method.setCurrentIndex(index if index >= 0 else self.method.findData(DEFAULT_MODE))
+
+    def propagate_options(self) -> PropagateOptions:
+        """The method, exact fit (PerSAM-F only) and instances chosen."""
+        method = self.method.currentData()
+        return PropagateOptions(method, self.exact.isChecked() and method == "persam_f", self.instances.currentData())
+
+    def _on_method_changed(self) -> None:
+        self.exact.setEnabled(self.method.currentData() == "persam_f")

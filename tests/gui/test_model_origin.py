@@ -127,6 +127,7 @@ def test_persam_fits_nothing_and_reports_no_fitting(make_window, album_dir, qtbo
     window = _with_a_reference(make_window, album_dir, qtbot)
     fitting = []
     window.jobs.fit_progressed.connect(lambda *a: fitting.append(a))
+    window.side.set_method("persam")  # PerSAM-F is the default
     with qtbot.waitSignal(window.jobs.finished, timeout=120000):
         window.side.propagate_button.click()
     assert fitting == []

@@ -154,7 +154,7 @@ class Album:
     root: Path
     records: list[ImageRecord]
     references: list[ReferenceRecord] = field(default_factory=list)
-    method: str = "persam"
+    method: str = ""  # PerSAM's method last used ("": none yet, the front end's default)
     subject: str = ""  # the name last typed for the subject ("" = none yet)
     # Records of images in the saved state that were not opened this time:
     # kept verbatim so opening a few files never forgets the rest.

@@ -15,12 +15,26 @@ from PySide6.QtWidgets import (
 )
 
 from persam_studio.core.models import KNOWN_MODELS
+from persam_studio.core.personalize.methods import published_score
 
 INTRO = (
     "<b>No Segment Anything checkpoint was found.</b><br>"
     "PerSAM Studio needs one to segment photos. Download an official model "
     "(once; it is kept for next time), or choose a checkpoint file you already have."
 )
+
+
+def _miou(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f}"
+
+
+def quality_line(model_type: str) -> str:
+    """The published PerSeg mIoU of PerSAM-F and PerSAM with ``model_type``, in words."""
+    score = published_score(model_type)
+    if score is None or (score.persam is None and score.persam_f is None):
+        return "PerSeg accuracy: none published for this model"
+    return (f"PerSeg mIoU (published, {score.label}): PerSAM-F {_miou(score.persam_f)} %, "
+            f"PerSAM {_miou(score.persam)} % — {score.source}")
 
 
 class ModelDialog(QDialog):
@@ -39,7 +53,14 @@ class ModelDialog(QDialog):
         intro.setWordWrap(True)
         self.models = QComboBox(self)
         for name, info in sorted(KNOWN_MODELS.items(), key=lambda kv: kv[1].cpu_speed_rank):
-            self.models.addItem(f"{info.description} ({info.size_bytes / 1e6:.0f} MB)", name)
+            score = published_score(name)
+            f = f"; PerSeg PerSAM-F {_miou(score.persam_f)} %" if score is not None and score.persam_f else ""
+            self.models.addItem(f"{info.description} ({info.size_bytes / 1e6:.0f} MB{f})", name)
+        # The quality to expect, so the size is chosen with it in view.
+        self.quality = QLabel("", self)
+        self.quality.setWordWrap(True)
+        self.models.currentIndexChanged.connect(lambda: self.quality.setText(quality_line(self.models.currentData())))
+        self.quality.setText(quality_line(self.models.currentData()))
         self.download_button = QPushButton("Download", self)
         self.cancel_button = QPushButton("Cancel download", self)
         self.cancel_button.hide()
@@ -64,10 +85,11 @@ class ModelDialog(QDialog):
         for w in (intro,):
             layout.addWidget(w)
         layout.addLayout(row)
+        layout.addWidget(self.quality)
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
         layout.addLayout(bottom)
-        self.resize(560, 220)
+        self.resize(620, 250)
 
         self.download_button.clicked.connect(self._on_download)
         self.cancel_button.clicked.connect(self.cancel_requested.emit)

@@ -1,4 +1,4 @@
-"""Settings: which model (type, checkpoint file), device and embedding cache folder."""
+"""Settings: which model (type, checkpoint file), device, embedding cache folder and subject model."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def _with_browse(edit: QLineEdit, browse) -> QWidget:
 class SettingsDialog(QDialog):
     """Edits a :class:`ModelChoice`; empty fields mean "automatic"."""
 
-    def __init__(self, choice: ModelChoice, parent=None) -> None:
+    def __init__(self, choice: ModelChoice, parent=None, subject_model: str = "") -> None:
         super().__init__(parent)
         self.setWindowTitle("Settings — PerSAM Studio")
         self.model_type = QComboBox(self)
@@ -48,17 +48,22 @@ class SettingsDialog(QDialog):
         self.device.setCurrentIndex(max(0, self.device.findData(choice.device)))
         self.cache_dir = QLineEdit(choice.cache_dir, self)
         self.cache_dir.setPlaceholderText("automatic: the user cache folder")
+        self.subject_model = QLineEdit(subject_model, self)
+        self.subject_model.setPlaceholderText("automatic: PERSAM_SUBJECT_MODEL, then downloaded models")
+        self.subject_model.setToolTip("The ONNX model Select subject uses (U²-Net / IS-Net); get one with "
+                                      "'persam-studio download isnet-general-use'")
 
         form = QFormLayout(self)
         form.addRow("Model", self.model_type)
         form.addRow("Checkpoint file", _with_browse(self.checkpoint, self._browse_checkpoint))
         form.addRow("Device", self.device)
         form.addRow("Embedding cache", _with_browse(self.cache_dir, self._browse_cache))
+        form.addRow("Subject model", _with_browse(self.subject_model, self._browse_subject_model))
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel, self)
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         form.addRow(buttons)
-        self.resize(620, 200)
+        self.resize(620, 230)
 
     def choice(self) -> ModelChoice:
         return ModelChoice(
@@ -72,6 +77,15 @@ class SettingsDialog(QDialog):
         path, _ = QFileDialog.getOpenFileName(self, "SAM checkpoint", self.checkpoint.text(), "Checkpoints (*.pth *.pt);;All files (*)")
         if path:
             self.checkpoint.setText(path)
+
+    def subject_model_file(self) -> str:
+        return self.subject_model.text().strip()
+
+    def _browse_subject_model(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Subject model", self.subject_model.text(),
+                                              "ONNX models (*.onnx);;All files (*)")
+        if path:
+            self.subject_model.setText(path)
 
     def _browse_cache(self) -> None:
         path = QFileDialog.getExistingDirectory(self, "Embedding cache folder", self.cache_dir.text())

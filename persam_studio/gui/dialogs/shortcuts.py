@@ -20,6 +20,7 @@ SHORTCUTS: list[tuple[str, str]] = [
     ("Page Down / Page Up", "next / previous image"),
     ("N / Shift+N", "next / previous photo to review (wraps around)"),
     ("Ctrl+Shift+R", "show only the photos to review"),
+    ("S / Ctrl+Shift+S", "select the subject (no click) / in all photos"),
     ("R", "use the mask as reference"),
     ("Ctrl+Shift+P", "propagate to the album"),
     ("A", "accept the mask"),
