@@ -32,6 +32,7 @@ SECTIONS: dict[str, str] = {
     "matting": "persam_studio.bench.matting_bench",
     "subject": "persam_studio.bench.subject_bench",
     "startup": "persam_studio.bench.startup_bench",
+    "app": "persam_studio.bench.app_bench",
 }
 
 
