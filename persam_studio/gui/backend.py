@@ -260,11 +260,15 @@ def export_steps(
     cutouts: bool,
     refine: bool,
     protected: Sequence[Path],
+    background: str = "",
+    cutout_suffix: str = ".png",
 ) -> Iterator[Step]:
-    """Write ``<stem>_mask.png`` and/or ``<stem>_cutout.png`` per item into ``folder``.
+    """Write ``<stem>_mask.png`` and/or ``<stem>_cutout<suffix>`` per item into ``folder``.
 
     ``protected`` are the album's images: never overwritten (an output that
     would land on one is an error for that item, the rest go on).
+    ``background``: "" (transparent cutouts), a colour, ``blur`` or a picture
+    file, as the CLI's ``--background`` (read once, here in the worker).
     """
     import os
 
@@ -275,6 +279,11 @@ def export_steps(
 
     guard = {os.path.normcase(os.path.realpath(p)) for p in protected}
     total = len(items)
+    new_background, words, read = None, "", []
+    if background and cutouts:
+        from persam_studio.core.edges.cutout import parse_background
+
+        new_background, words = parse_background(background, read)  # a bad spec fails the job, in one line
     for i, item in enumerate(items):
         try:
             loaded = load_pixels(item.image)
@@ -290,7 +299,7 @@ def export_steps(
             if masks:
                 outs.append(("mask", folder / f"{item.stem}_mask.png"))
             if cutouts:
-                outs.append(("cutout", folder / f"{item.stem}_cutout.png"))
+                outs.append(("cutout", folder / f"{item.stem}_cutout{cutout_suffix}"))
             for _, out in outs:
                 if os.path.normcase(os.path.realpath(out)) in guard:
                     raise OutputError(out, "is one of the album's images; not overwritten")
@@ -299,7 +308,7 @@ def export_steps(
                     save_mask_png(out, mask, inputs=(item.image,))
                 else:
                     write_cutout(out, loaded.pixels, mask, logits, refine=refine and matting_available(),
-                                 inputs=(item.image,))
+                                 background=new_background, background_words=words, inputs=(item.image, *read))
             yield Step(i + 1, total, item.image)
         except (PersamError, OSError, ValueError) as exc:
             yield Step(i + 1, total, item.image, error=str(exc))

@@ -71,6 +71,8 @@ class Canvas(QGraphicsView):
         # Smooth-scaling a 12 MP pixmap costs ~200 ms a paint: render it once per
         # zoom and reuse that while only the overlay changes (a click's repaint).
         self._image_item.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
+        self._preview_item = QGraphicsPixmapItem(self._image_item)  # the object on a new background
+        self._preview_item.setTransformationMode(Qt.TransformationMode.SmoothTransformation)
         self._overlay_item = QGraphicsPixmapItem()
         self._overlay_item.setOpacity(0.5)
         self._outline_item = QGraphicsPathItem()
@@ -102,6 +104,7 @@ class Canvas(QGraphicsView):
     def set_image(self, image: QImage | None) -> None:
         """Show ``image`` (full size; scene = its pixels) and fit it in view."""
         self.set_mask(None)
+        self.set_preview(None)
         self.set_prompts((), None)
         if image is None or image.isNull():
             self._image_item.setPixmap(QPixmap())
@@ -132,6 +135,19 @@ class Canvas(QGraphicsView):
         self._outline_raster.setTransform(QTransform.fromScale(sx, sy))
 
     current_mask: np.ndarray | None = None
+    preview_image: QImage | None = None
+
+    def set_preview(self, image: QImage | None) -> None:
+        """Show ``image`` (RGB, any size: stretched over the photo) instead of the photo and
+        its blue overlay (a background preview), or the photo again (None)."""
+        self.preview_image = None if image is None or self.image_size is None else image
+        self._overlay_item.setVisible(self.preview_image is None)
+        if self.preview_image is None:
+            self._preview_item.setPixmap(QPixmap())
+            return
+        self._preview_item.setPixmap(QPixmap.fromImage(image))
+        self._preview_item.setTransform(QTransform.fromScale(self.image_size[1] / image.width(),
+                                                             self.image_size[0] / image.height()))
 
     def set_prompts(self, points: tuple[Point, ...], box: Box | None) -> None:
         """Draw the click markers and the box of the current prompts."""
