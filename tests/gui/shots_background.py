@@ -15,7 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tests.gui.screenshots import SIZE, _idle, _shot, _shot_with_dialog, _spin
+from tests.gui.screenshots import SIZE, _idle, _shot, _shot_with_dialog, _spin, perseg_album
 
 
 def main(out: Path) -> None:
@@ -30,11 +30,7 @@ def main(out: Path) -> None:
     from persam_studio.gui.settings import AppSettings
     from tests.conftest import DATA
 
-    src = DATA / "perseg-examples"
-    album = tmp / "perseg-album"
-    album.mkdir()
-    for p in sorted(src.glob("*.jpg")):
-        shutil.copy(p, album / p.name)
+    src, album = perseg_album(tmp)
     out.mkdir(parents=True, exist_ok=True)
     app = create_application()
     engine = Engine(random_sam("tiny", seed=0), "tiny-random")
