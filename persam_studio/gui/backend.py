@@ -18,7 +18,7 @@ import numpy as np
 
 from persam_studio.core.io.album import Stroke
 from persam_studio.core.io.album_masks import full_size_logits, full_size_mask
-from persam_studio.gui.editing import Prediction, display_size
+from persam_studio.gui.editing import Prediction, display_size, logits_to_mask
 from persam_studio.gui.session import PromptRequest
 
 if TYPE_CHECKING:  # pragma: no cover (names only: no torch at run time)
@@ -94,7 +94,11 @@ def predict(engine: Engine, embedding: Embedding, request: PromptRequest) -> Pre
     """Answer a canvas request: decoder + display-size masks of every candidate."""
     t0 = time.perf_counter()
     result: MaskResult = engine.predict(embedding, request.prompt, multimask_output=request.multimask_output)
-    masks = result.masks(request.display_size)
+    # OpenCV's bilinear resize: ~4x faster than the engine's torch path at display
+    # size (5 vs 19 ms for 3 candidates at 1920x1440); pixels may differ only where
+    # the logit is ~0 (4 in a million here). Full-size masks still come from the engine.
+    masks = np.stack([logits_to_mask(low, result.original_size, request.display_size)
+                      for low in result.low_res_logits])
     return Prediction.from_masks(
         result.low_res_logits, result.iou_predictions, masks, time.perf_counter() - t0
     )
