@@ -134,9 +134,12 @@ class BackgroundPreview(QObject):
 
     def refresh(self) -> None:
         """Composite the current mask (in the I/O lane); no mask or no background: no preview."""
+        if not self.spec or self.background is None:
+            self.canvas.set_preview(None)  # no mask unpacked: this runs after every click
+            return
         session, pixels = self.images.session, self.images.pixels
         mask = session.mask() if session is not None else None
-        if not self.spec or self.background is None or mask is None or pixels is None:
+        if mask is None or pixels is None:
             self.canvas.set_preview(None)
             return
         small = self._small[1] if self._small is not None and self._small[0] == session.path else None
