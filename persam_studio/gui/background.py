@@ -93,8 +93,8 @@ class BackgroundPicker(QWidget):
         self.choose.setEnabled(kind in (COLOUR, PICTURE))
         self.what.setText({NONE: "", COLOUR: self.colour.name(), BLUR: "the photo, blurred",
                            PICTURE: Path(self.picture).name or "choose a picture"}[kind])
-        if emit and not (kind == PICTURE and not self.picture):
-            self.changed.emit(self.spec)
+        if emit:
+            self.changed.emit(self.spec)  # "" (no preview) for Picture until a file is chosen
 
 
 class BackgroundPreview(QObject):
