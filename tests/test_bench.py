@@ -18,3 +18,23 @@ def test_bench_finds_shared_data_beside_the_repository(tmp_path):
     ctx = bench.BenchContext(scratch=tmp_path)
     truck = load_image(SHARED / "data" / "photos" / "truck.jpg").pixels
     assert np.array_equal(ctx.photo_pixels, truck), "fell back to the synthetic photo"
+
+
+def test_app_section_rows_compare_the_window_with_the_decoder():
+    """``bench --only app``: rows from the child's numbers (seconds), targets on what the app adds."""
+    from persam_studio.bench import SECTIONS
+    from persam_studio.bench.app_bench import rows_of
+
+    assert SECTIONS["app"] == "persam_studio.bench.app_bench"
+    run = {"ours": {"p50": 0.100, "p95": 0.150}, "decoder": {"p50": 0.090, "p95": 0.120},
+           "added": {"p50": 0.010, "p95": 0.030}, "points": [1, 1]}
+    slow = {"ours": {"p50": 0.200, "p95": 0.250}, "decoder": {"p50": 0.150, "p95": 0.180},
+            "added": {"p50": 0.050, "p95": 0.070}, "points": [1, 50]}
+    data = {"display_size": [1440, 1920], "clicks": 50, "reset": run, "accumulate": slow,
+            "many_points": {"points": [41, 50], "ours_p50": 0.130, "decoder_p50": 0.125}}
+    rows = {r.name: r for r in rows_of(data)}
+    assert rows["click to overlay p50, 1 point (12 MP, 1920x1440 overlay)"].baseline_value == 90.0
+    added = [r for n, r in rows.items() if n.startswith("app adds")]
+    assert [r.passed for r in added] == [True, False]  # 10 ms <= 20 ms; 50 ms is not
+    growth = next(r for n, r in rows.items() if n.startswith("growth"))
+    assert abs(growth.value - (30.0 - 35.0)) < 1e-9 and growth.passed

@@ -33,6 +33,7 @@ SECTIONS: dict[str, str] = {
     "subject": "persam_studio.bench.subject_bench",
     "startup": "persam_studio.bench.startup_bench",
     "cluster": "persam_studio.bench.cluster_bench",
+    "app": "persam_studio.bench.app_bench",
 }
 
 

@@ -73,6 +73,10 @@ class AlbumSaver(QObject):
             on_error=lambda exc: self._on_drained([str(exc)]), on_cancelled=self._on_dropped,
         )
 
+    def wait_idle(self, timeout_s: float = 60.0) -> bool:
+        """Block until no save is pending (worker threads only: a job that reads the saved masks)."""
+        return self._idle.wait(timeout_s)
+
     def flush(self, timeout_s: float = 60.0) -> None:
         """Write everything pending before returning (GUI thread; closing)."""
         job = self._job

@@ -18,6 +18,7 @@ import numpy as np
 
 from persam_studio.core.io.album import Stroke
 from persam_studio.core.io.album_masks import full_size_logits, full_size_mask
+from persam_studio.core.geometry import logits_to_mask
 from persam_studio.gui.editing import Prediction, display_size
 from persam_studio.gui.session import PromptRequest
 
@@ -94,7 +95,11 @@ def predict(engine: Engine, embedding: Embedding, request: PromptRequest) -> Pre
     """Answer a canvas request: decoder + display-size masks of every candidate."""
     t0 = time.perf_counter()
     result: MaskResult = engine.predict(embedding, request.prompt, multimask_output=request.multimask_output)
-    masks = result.masks(request.display_size)
+    # OpenCV's bilinear resize: ~4x faster than the engine's torch path at display
+    # size (5 vs 19 ms for 3 candidates at 1920x1440); pixels may differ only where
+    # the logit is ~0 (4 in a million here). Full-size masks still come from the engine.
+    masks = np.stack([logits_to_mask(low, result.original_size, request.display_size)
+                      for low in result.low_res_logits])
     return Prediction.from_masks(
         result.low_res_logits, result.iou_predictions, masks, time.perf_counter() - t0
     )
@@ -292,11 +297,15 @@ def export_steps(
     cutouts: bool,
     refine: bool,
     protected: Sequence[Path],
+    background: str = "",
+    cutout_suffix: str = ".png",
 ) -> Iterator[Step]:
-    """Write ``<stem>_mask.png`` and/or ``<stem>_cutout.png`` per item into ``folder``.
+    """Write ``<stem>_mask.png`` and/or ``<stem>_cutout<suffix>`` per item into ``folder``.
 
     ``protected`` are the album's images: never overwritten (an output that
     would land on one is an error for that item, the rest go on).
+    ``background``: "" (transparent cutouts), a colour, ``blur`` or a picture
+    file, as the CLI's ``--background`` (read once, here in the worker).
     """
     import os
 
@@ -307,6 +316,11 @@ def export_steps(
 
     guard = {os.path.normcase(os.path.realpath(p)) for p in protected}
     total = len(items)
+    new_background, words, read = None, "", []
+    if background and cutouts:
+        from persam_studio.core.edges.cutout import parse_background
+
+        new_background, words = parse_background(background, read)  # a bad spec fails the job, in one line
     for i, item in enumerate(items):
         try:
             loaded = load_pixels(item.image)
@@ -322,7 +336,7 @@ def export_steps(
             if masks:
                 outs.append(("mask", folder / f"{item.stem}_mask.png"))
             if cutouts:
-                outs.append(("cutout", folder / f"{item.stem}_cutout.png"))
+                outs.append(("cutout", folder / f"{item.stem}_cutout{cutout_suffix}"))
             for _, out in outs:
                 if os.path.normcase(os.path.realpath(out)) in guard:
                     raise OutputError(out, "is one of the album's images; not overwritten")
@@ -331,7 +345,7 @@ def export_steps(
                     save_mask_png(out, mask, inputs=(item.image,))
                 else:
                     write_cutout(out, loaded.pixels, mask, logits, refine=refine and matting_available(),
-                                 inputs=(item.image,))
+                                 background=new_background, background_words=words, inputs=(item.image, *read))
             yield Step(i + 1, total, item.image)
         except (PersamError, OSError, ValueError) as exc:
             yield Step(i + 1, total, item.image, error=str(exc))

@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
 
 from persam_studio.core.io.album import Stroke
 from persam_studio.core.types import Box, Point
-from persam_studio.gui.convert import mask_to_qimage, outline_path
+from persam_studio.gui.convert import MAX_PATH_POINTS, mask_to_qimage, outline_image, outline_path
 
 PROMPT, BRUSH, ERASER = "prompt", "brush", "eraser"
 MIN_ZOOM, MAX_ZOOM = 0.01, 32.0
@@ -68,12 +68,19 @@ class Canvas(QGraphicsView):
         scene = self.scene()
         self._image_item = QGraphicsPixmapItem()
         self._image_item.setTransformationMode(Qt.TransformationMode.SmoothTransformation)
+        # Smooth-scaling a 12 MP pixmap costs ~200 ms a paint: render it once per
+        # zoom and reuse that while only the overlay changes (a click's repaint).
+        self._image_item.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
+        self._preview_item = QGraphicsPixmapItem(self._image_item)  # the object on a new background
+        self._preview_item.setTransformationMode(Qt.TransformationMode.SmoothTransformation)
         self._overlay_item = QGraphicsPixmapItem()
         self._overlay_item.setOpacity(0.5)
         self._outline_item = QGraphicsPathItem()
         pen = QPen(OUTLINE_COLOR, 1.5)
         pen.setCosmetic(True)
         self._outline_item.setPen(pen)
+        self._outline_raster = QGraphicsPixmapItem(self._outline_item)  # for masks too ragged for a path
+        self._outline_raster.setTransformationMode(Qt.TransformationMode.SmoothTransformation)
         self._box_item = QGraphicsRectItem()
         box_pen = QPen(QColor(255, 210, 0), 2, Qt.PenStyle.DashLine)
         box_pen.setCosmetic(True)
@@ -97,6 +104,7 @@ class Canvas(QGraphicsView):
     def set_image(self, image: QImage | None) -> None:
         """Show ``image`` (full size; scene = its pixels) and fit it in view."""
         self.set_mask(None)
+        self.set_preview(None)
         self.set_prompts((), None)
         if image is None or image.isNull():
             self._image_item.setPixmap(QPixmap())
@@ -113,6 +121,7 @@ class Canvas(QGraphicsView):
         if mask is None or self.image_size is None:
             self._overlay_item.setPixmap(QPixmap())
             self._outline_item.setPath(QPainterPath())
+            self._outline_raster.setPixmap(QPixmap())
             self.current_mask = None
             return
         self.current_mask = mask
@@ -120,9 +129,25 @@ class Canvas(QGraphicsView):
         sy, sx = self.image_size[0] / h, self.image_size[1] / w
         self._overlay_item.setPixmap(QPixmap.fromImage(mask_to_qimage(mask, MASK_COLOR)))
         self._overlay_item.setTransform(QTransform.fromScale(sx, sy))
-        self._outline_item.setPath(outline_path(mask, sx, sy))
+        path = outline_path(mask, sx, sy, MAX_PATH_POINTS)
+        self._outline_item.setPath(QPainterPath() if path is None else path)
+        self._outline_raster.setPixmap(QPixmap.fromImage(outline_image(mask, OUTLINE_COLOR)) if path is None else QPixmap())
+        self._outline_raster.setTransform(QTransform.fromScale(sx, sy))
 
     current_mask: np.ndarray | None = None
+    preview_image: QImage | None = None
+
+    def set_preview(self, image: QImage | None) -> None:
+        """Show ``image`` (RGB, any size: stretched over the photo) instead of the photo and
+        its blue overlay (a background preview), or the photo again (None)."""
+        self.preview_image = None if image is None or self.image_size is None else image
+        self._overlay_item.setVisible(self.preview_image is None)
+        if self.preview_image is None:
+            self._preview_item.setPixmap(QPixmap())
+            return
+        self._preview_item.setPixmap(QPixmap.fromImage(image))
+        self._preview_item.setTransform(QTransform.fromScale(self.image_size[1] / image.width(),
+                                                             self.image_size[0] / image.height()))
 
     def set_prompts(self, points: tuple[Point, ...], box: Box | None) -> None:
         """Draw the click markers and the box of the current prompts."""

@@ -143,11 +143,17 @@ class JobsController(QObject):
     # -- export --------------------------------------------------------------------------
 
     def export(self, rows: list[int], folder: Path, masks: bool = True, cutouts: bool = True,
-               refine: bool = False) -> bool:
-        """Write masks and/or cutouts of album rows ``rows`` into ``folder``."""
+               refine: bool = False, background: str = "", cutout_suffix: str = ".png", dataset: str = "") -> bool:
+        """Write masks and/or cutouts of album rows ``rows`` into ``folder``, and a ``dataset``.
+
+        ``background``: cutouts on a colour, ``blur`` or a picture (the CLI's
+        ``--background`` text); ``dataset``: a key of ``gui.exports.DATASETS``.
+        """
         album = self.albums.album
         if album is None or self.job is not None:
             return False
+        if not masks and not cutouts:
+            return self._export_dataset(rows, Path(folder), dataset) if dataset else False
         items, stems = [], set()
         for row in rows:
             r = album.records[row]
@@ -166,8 +172,23 @@ class JobsController(QObject):
             self.message.emit("nothing to export: no mask in the chosen images")
             return False
         protected = [album.path_of(r) for r in album.records]
-        steps = backend.export_steps(items, Path(folder), masks, cutouts, refine, protected)
+        steps = backend.export_steps(items, Path(folder), masks, cutouts, refine, protected, background, cutout_suffix)
+        if dataset:
+            return self._export_dataset(rows, Path(folder), dataset, steps, len(items))
         return self._start(EXPORT, steps, len(items))
+
+    def _export_dataset(self, rows: list[int], folder: Path, dataset: str, before=None, n_before: int = 0) -> bool:
+        """The album's saved masks of ``rows`` as a dataset in ``folder``, after the ``before`` steps."""
+        import itertools
+
+        from persam_studio.gui.exports import dataset_steps
+
+        album = self.albums.album
+        photos = [album.path_of(album.records[row]) for row in rows]
+        total = n_before + len(photos)
+        steps = dataset_steps(album, photos, folder, dataset, album.subject or "subject", self._cancelled,
+                              n_before, total, saved=self.albums.saver.wait_idle)
+        return self._start(EXPORT, steps if before is None else itertools.chain(before, steps), total)
 
     # -- running --------------------------------------------------------------------------
 

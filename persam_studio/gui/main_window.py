@@ -14,6 +14,7 @@ from persam_studio.gui import canvas as canvas_mod
 from persam_studio.gui.actions import Actions
 from persam_studio.gui.album_controller import AlbumController
 from persam_studio.gui.album_panel import AlbumPanel
+from persam_studio.gui.background import BackgroundPicker, BackgroundPreview
 from persam_studio.gui.canvas import Canvas
 from persam_studio.gui.dialogs.about import AboutDialog, about_info
 from persam_studio.gui.dialogs.export_dialog import ALBUM, CURRENT, ExportDialog
@@ -87,6 +88,8 @@ class MainWindow(QMainWindow):
             dock.setWidget(widget)
             self.addDockWidget(area, dock)
             docks.append(dock)
+        self.background = BackgroundPicker(self)
+        self._add_background_dock(docks[1])
         self.resizeDocks(docks[:2], [self.panel.two_columns_width(), 300], Qt.Orientation.Horizontal)
         self.resizeDocks(docks[2:], [90], Qt.Orientation.Vertical)
 
@@ -95,6 +98,7 @@ class MainWindow(QMainWindow):
         self.model = ModelController(self.model_lane, self.io_lane, engine_factory, self)
         self.jobs = JobsController(self.albums, self.images, self.model, self.model_lane, self)
         self.subjects = SubjectController(self.images, self.jobs, self.model_lane, self._subject_choice, self)
+        self.preview = BackgroundPreview(self.images, self.canvas, self.io_lane, self)
         self.actions_ = Actions(self, self.images.undo_group)
         self.actions_.install(self)
         self.model_dialog: ModelDialog | None = None
@@ -171,6 +175,8 @@ class MainWindow(QMainWindow):
         self.side.review_step_requested.connect(self.albums.step_review)
         self.side.review_only_toggled.connect(a.review_only.setChecked)
 
+        self.background.changed.connect(self.preview.set_spec)
+        self.preview.failed.connect(self._tell)
         self.images.busy_changed.connect(s.set_busy)
         self.images.mask_timed.connect(s.set_mask_time)
         self.images.image_opened.connect(lambda p: s.set_image_size(self.images.session.original_size))
@@ -265,11 +271,20 @@ class MainWindow(QMainWindow):
         if album is None:
             return
         dialog = ExportDialog(default_export_dir(album.root), len(self.panel.selected_rows()),
-                              self.jobs_refine_available(), self)
+                              self.jobs_refine_available(), self, self.preview.spec)
         if dialog.exec():
             o = dialog.options()
             rows = {CURRENT: [self.albums.current], ALBUM: list(range(len(album.records)))}.get(o.scope, self.panel.selected_rows())
-            self.jobs.export(rows, o.folder, o.masks, o.cutouts, o.refine)
+            self.jobs.export(rows, o.folder, o.masks, o.cutouts, o.refine, o.background, o.cutout_suffix, o.dataset)
+
+    def _add_background_dock(self, below: QDockWidget) -> QDockWidget:
+        """The Background picker, docked under the Tools (a live preview on the canvas)."""
+        dock = QDockWidget("Background", self)
+        dock.setObjectName("dock-background")
+        dock.setWidget(self.background)
+        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
+        self.splitDockWidget(below, dock, Qt.Orientation.Vertical)
+        return dock
 
     @staticmethod
     def jobs_refine_available() -> bool:

@@ -100,6 +100,18 @@ def _shot_with_dialog(app, window, dialog, path: Path) -> None:
     _save_small(shot, path)
 
 
+def perseg_album(tmp: Path) -> tuple[Path, Path]:
+    """(the shared PerSeg examples, a copy of their photos in ``tmp``): the sidecar never goes into shared."""
+    from tests.conftest import DATA
+
+    src = DATA / "perseg-examples"
+    album = tmp / "perseg-album"
+    album.mkdir()
+    for p in sorted(src.glob("*.jpg")):
+        shutil.copy(p, album / p.name)
+    return src, album
+
+
 def main(out: Path, model: str = "tiny") -> None:
     tmp = Path(tempfile.mkdtemp(prefix="persam-shots-"))
     _configure_screen(tmp)
@@ -109,13 +121,8 @@ def main(out: Path, model: str = "tiny") -> None:
     from persam_studio.gui.backend import EngineInfo
     from persam_studio.gui.main_window import MainWindow
     from persam_studio.gui.settings import AppSettings
-    from tests.conftest import DATA
 
-    src = DATA / "perseg-examples"
-    album = tmp / "perseg-album"
-    album.mkdir()
-    for p in sorted(src.glob("*.jpg")):
-        shutil.copy(p, album / p.name)
+    src, album = perseg_album(tmp)
     out.mkdir(parents=True, exist_ok=True)
     app = create_application()
     sam = random_sam(model, seed=0)

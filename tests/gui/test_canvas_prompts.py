@@ -65,7 +65,8 @@ def test_click_gives_the_engines_mask_at_display_size(window, qtbot):
     expected, result = engine_mask(window, [(p.x, p.y)], [1])
     shown = window.canvas.current_mask
     assert shown is not None and shown.shape == window.images.session.display_size
-    np.testing.assert_array_equal(shown, expected)
+    # The app upsamples with OpenCV (4x faster than torch): only pixels whose logit is ~0 may differ.
+    assert (shown != expected).mean() <= 1e-4
     assert len(result) == 3  # one click: three candidates to cycle through
 
 
@@ -77,7 +78,7 @@ def test_tab_cycles_candidates_and_is_undoable(window, qtbot):
     qtbot.keyClick(window.canvas, Qt.Key.Key_Tab)
     second = window.images.state.candidate_index
     assert second == (first + 1) % 3
-    np.testing.assert_array_equal(window.canvas.current_mask, result.mask(second, window.images.session.display_size))
+    assert (window.canvas.current_mask != result.mask(second, window.images.session.display_size)).mean() <= 1e-4
     window.images.undo_stack.undo()
     assert window.images.state.candidate_index == first
 
