@@ -90,8 +90,9 @@ def test_background_click_undo_redo_and_escape(window, qtbot):
     pts = window.images.state.points
     assert [q.label for q in pts] == [1, 0]
     expected, _ = engine_mask(window, [(q.x, q.y) for q in pts], [1, 0])
-    np.testing.assert_array_equal(window.canvas.current_mask, expected)
-    two_points = expected
+    # OpenCV display upsampling: only pixels whose logit is ~0 may differ from the engine's.
+    assert (window.canvas.current_mask != expected).mean() <= 1e-4
+    two_points = window.canvas.current_mask.copy()  # undo/redo must give back exactly what was shown
 
     predicts = window.engine.predicts
     qtbot.keyClick(window, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)

@@ -105,7 +105,7 @@ def _check_parent(path: Path) -> None:
     for parent in path.parents:
         if parent.exists() or parent.is_symlink():
             if not parent.is_dir():
-                raise OutputError(path, f"cannot be written: {parent} is not a folder")
+                raise OutputError(path, f"cannot write: {parent} is not a folder")
             return
 
 
