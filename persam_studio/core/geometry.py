@@ -5,6 +5,10 @@ then pads it to 1024 x 1024. These helpers reproduce that mapping with numpy
 alone, so neither the GUI's display code nor a process that only decodes
 cached embeddings has to import torch or torchvision for it. Tests compare
 them with ``segment_anything``'s own ``ResizeLongestSide``.
+
+Mask post-processing (from the padded frame back to any size) lives here
+too: :func:`upscale_logits` is SAM's own (torch, imported inside) and the
+reference; :func:`logits_to_mask` is the OpenCV path for display masks.
 """
 
 from __future__ import annotations

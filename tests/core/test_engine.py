@@ -133,3 +133,12 @@ def test_prompt_coordinates_map_as_segment_anything_does(size):
     np.testing.assert_array_equal(to_input_frame(pts, size), rls.apply_coords(pts, size))
     box = np.array([[size[1] * 0.1, size[0] * 0.2, size[1] * 0.7, size[0] * 0.9]])
     np.testing.assert_array_equal(to_input_frame(box.reshape(1, 2, 2), size).reshape(1, 4), rls.apply_boxes(box, size))
+
+
+def test_a_prompt_and_loose_arguments_together_are_refused(tiny_engine, rgb_image):
+    from persam_studio.core.types import Point, Prompt
+
+    emb = tiny_engine.encode(rgb_image)
+    prompt = Prompt(points=(Point(120.0, 80.0, 1),))
+    with pytest.raises(TypeError, match="not both"):
+        tiny_engine.predict(emb, prompt, box=np.array([0.0, 0.0, 50.0, 50.0]))

@@ -289,6 +289,9 @@ class Engine:
             A :class:`MaskResult`; ask it for masks at the size you need.
         """
         if isinstance(point_coords, Prompt):
+            if point_labels is not None or box is not None or mask_input is not None:
+                # Two prompts in one call would silently drop one of them.
+                raise TypeError("give a Prompt or SAM's loose arguments, not both")
             prompt = point_coords
             point_coords, point_labels = prompt.point_coords, prompt.point_labels
             box, mask_input = prompt.box_array, prompt.mask_input
