@@ -299,8 +299,13 @@ def export_steps(
     protected: Sequence[Path],
     background: str = "",
     cutout_suffix: str = ".png",
+    saved: Callable[[], object] | None = None,
 ) -> Iterator[Step]:
     """Write ``<stem>_mask.png`` and/or ``<stem>_cutout<suffix>`` per item into ``folder``.
+
+    The items' masks are read from the album's files, which the app saves
+    in the background: ``saved()`` (the saver's ``wait_idle``) is called
+    first, here in the worker, so an export right after an edit exports it.
 
     ``protected`` are the album's images: never overwritten (an output that
     would land on one is an error for that item, the rest go on).
@@ -314,6 +319,8 @@ def export_steps(
     from persam_studio.core.io.album import read_mask_png
     from persam_studio.core.io.export import save_mask_png
 
+    if saved is not None:
+        saved()
     guard = {os.path.normcase(os.path.realpath(p)) for p in protected}
     total = len(items)
     new_background, words, read = None, "", []

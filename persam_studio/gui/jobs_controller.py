@@ -172,7 +172,8 @@ class JobsController(QObject):
             self.message.emit("nothing to export: no mask in the chosen images")
             return False
         protected = [album.path_of(r) for r in album.records]
-        steps = backend.export_steps(items, Path(folder), masks, cutouts, refine, protected, background, cutout_suffix)
+        steps = backend.export_steps(items, Path(folder), masks, cutouts, refine, protected, background, cutout_suffix,
+                                     saved=self.albums.saver.wait_idle)
         if dataset:
             return self._export_dataset(rows, Path(folder), dataset, steps, len(items))
         return self._start(EXPORT, steps, len(items))

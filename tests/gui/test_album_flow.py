@@ -279,3 +279,31 @@ def test_unsaveable_album_warns_once_and_keeps_working(make_window, album_dir, q
     qtbot.wait(50)  # the drains' answers reach the GUI thread
     assert len(errors) == 1 and "cannot save album state" in errors[0]
     assert window.canvas.current_mask is not None and len(window.images.state.points) == 2
+
+
+def test_export_right_after_an_edit_waits_for_the_background_save(make_window, album_dir, qtbot, tmp_path,
+                                                                   monkeypatch):
+    """The album is saved off the GUI thread; an export must not read the mask files before they exist."""
+    import time as _time
+
+    from persam_studio.core.io.album import Album
+
+    slow = Album.save_bitmap
+
+    def slow_save_bitmap(self, *args, **kwargs):
+        _time.sleep(1.0)  # a slow disk: the export job starts while this save is still running
+        return slow(self, *args, **kwargs)
+
+    monkeypatch.setattr(Album, "save_bitmap", slow_save_bitmap)
+    window = make_window()
+    window.open_paths([album_dir])
+    wait_idle(qtbot, window)
+    m = np.zeros((300, 400), np.uint8)
+    m[100:200, 200:300] = 255
+    Image.fromarray(m).save(tmp_path / "box.png")
+    window.albums.load_mask_file(tmp_path / "box.png")
+    with qtbot.waitSignal(window.jobs.finished, timeout=120000) as finished:
+        window.jobs.export([0], tmp_path / "out", masks=True, cutouts=False)
+    assert finished.args[1] == "done"
+    exported = np.asarray(Image.open(tmp_path / "out" / "photo1_mask.png"))
+    assert np.array_equal(exported > 0, m > 0)
