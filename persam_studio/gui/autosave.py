@@ -80,14 +80,15 @@ class AlbumSaver(QObject):
     def flush(self, timeout_s: float = 60.0) -> None:
         """Write everything pending before returning (GUI thread; closing)."""
         job = self._job
-        with self._lock:
-            queued = self._running and not self._started
-        if queued and job is not None:
-            job.cancel()  # not started: dropped now (on_cancelled), written below
-        if not self._idle.wait(timeout_s):
+        if job is not None and job.unqueue():
+            # No worker took the drain: it is written here, inline. (Cancelling
+            # instead would race: a worker taking the job at that instant sends
+            # its "cancelled" notice to this thread, which is blocked below.)
+            self._job = None
+        elif not self._idle.wait(timeout_s):  # a worker drains; it sets idle itself
             log.error("album save still running after %.0f s", timeout_s)
             return
-        errors = self._drain()  # what a dropped job left, inline
+        errors = self._drain()  # everything pending, inline (nothing if a worker drained it)
         if errors:
             self.failed.emit(errors[0])
 

@@ -77,6 +77,16 @@ class Job:
         self._cancel.set()
         self.lane._cancel_queued(self)
 
+    def unqueue(self) -> bool:
+        """Drop the job if no worker has taken it yet, without any callback (GUI thread).
+
+        True: it will never run, and the caller does its work itself. False:
+        it has started (or finished) and runs to the end; unlike
+        :meth:`cancel`, this never turns a job a worker just took into a
+        cancelled one, whose notice would wait for the GUI thread.
+        """
+        return self.lane._take_queued(self)
+
     def report(self, done: int, total: int) -> None:
         """Progress from the worker; forwarded at most 5 times a second."""
         now = time.monotonic()
@@ -281,14 +291,17 @@ class Lane(QObject):
         job._runnable = _Runnable(job)
         self.pool.start(job._runnable, job.priority)
 
+    def _take_queued(self, job: Job) -> bool:
+        """Take ``job`` out of the pool's queue if no worker has it yet; True if taken."""
+        if job.finished or job._runnable is None or not self.pool.tryTake(job._runnable):
+            return False
+        self._finish(job)
+        return True
+
     def _cancel_queued(self, job: Job) -> None:
         """Drop ``job`` if it has not started yet (it then finishes as cancelled)."""
-        if job.finished or job._runnable is None:
-            return
-        if self.pool.tryTake(job._runnable):
-            self._finish(job)
-            if job.on_cancelled is not None:
-                job.on_cancelled()
+        if self._take_queued(job) and job.on_cancelled is not None:
+            job.on_cancelled()
 
     def _finish(self, job: Job) -> None:
         job.finished = True

@@ -81,3 +81,28 @@ def test_close_waits_for_the_pending_save(make_window, album_dir, qtbot):
     window.close()
     album = Album.open(sorted(album_dir.glob("*.png")), root=album_dir)
     assert album.records[0].points == () and album.load_display_mask(album.records[0]) is None
+
+
+def test_flush_right_after_a_save_is_queued_never_waits_on_the_gui_thread(album_dir, qtbot):
+    """Flush at the instant a worker takes the queued save: written at once, never a 60 s stall.
+
+    (Flush used to cancel the queued save; a worker taking it at that instant
+    sent its "cancelled" notice to the GUI thread, blocked in flush: the save
+    waited out the 60 s timeout and was not written. CI met it once.)
+    """
+    from persam_studio.gui.autosave import AlbumSaver
+    from persam_studio.gui.workers import Lane
+
+    album = Album.open(sorted(album_dir.glob("*.png")), root=album_dir)
+    lane = Lane("io", 1)
+    saver = AlbumSaver(lane)
+    written: list[int] = []
+    try:
+        for n in range(300):
+            saver.schedule(album, {"mark": lambda n=n: written.append(n)})
+            start = time.perf_counter()
+            saver.flush(timeout_s=5.0)
+            assert time.perf_counter() - start < 2.0, f"flush {n} stalled"
+            assert written[-1] == n and not saver.pending
+    finally:
+        lane.shutdown()
