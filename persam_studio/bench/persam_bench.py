@@ -144,5 +144,6 @@ def _fit_12mp(ctx: BenchContext, engine) -> list[Row]:
     return [Row("persam", f"PerSAM-F fit, 12 MP reference ({w}x{h}), fast (default)", t_fast, "s",
                 baseline="exact full-size fit, 1000 steps (extrapolated from 10 and 30 steps)",
                 baseline_value=t_exact, ratio=t_exact / t_fast, target="<= 2",
-                note=f"{fast.steps} steps on a {fast.frames[0][1]}x{fast.frames[0][0]} frame; "
+                note=f"{fast.steps} steps, {fast.evaluations} loss evaluations on a "
+                     f"{fast.frames[0][1]}x{fast.frames[0][0]} frame; "
                      f"exact: {per_step * 1000:.0f} ms a step")]

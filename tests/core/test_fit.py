@@ -52,15 +52,47 @@ def test_optimiser_follows_torch_adamw_with_cosine_annealing():
     assert abs(ours[1] - 1 / 3) > 0.05  # it moved
 
 
-def test_early_stop_ends_once_the_weights_settle():
-    target = np.array([0.25, 0.4])  # a minimum reached well within 1000 steps
-    grad = lambda ab: 2 * (ab - target)  # noqa: E731
-    seen = []
-    w, steps = fit._optimise(grad, 1000, lambda s, n: seen.append((s, n)), None, stop=(50, 1e-3))
-    full, _ = fit._optimise(grad, 1000, None, None)
-    assert 100 < steps < 1000
-    assert np.abs(w - full).max() < 0.01 and np.abs(w[1:] - target).max() < 0.01
-    assert seen[-1] == (1000, 1000)  # progress reports completion
+def _autograd_loss(maps: torch.Tensor, gt: np.ndarray):
+    """The reference's Dice + focal loss of w, float64, for torch.autograd."""
+    t = torch.from_numpy(gt.astype(np.float64))[None]
+
+    def loss(w):
+        fused = (maps.double() * w[:, None]).sum(0)[None]
+        return fit.dice_loss(fused, t) + fit.focal_loss(fused, t)
+
+    return loss
+
+
+def test_closed_form_gradient_and_hessian_equal_autograds():
+    rng = np.random.default_rng(5)
+    maps = torch.from_numpy(rng.normal(0, 3, (3, 64 * 64)).astype(np.float32))
+    gt = rng.random(64 * 64) < 0.4
+    w = torch.tensor([0.5, 0.2, 0.3])
+    loss = _autograd_loss(maps, gt)
+    g, h = fit._FusedLoss([maps], [gt]).grad_hess(w)
+    np.testing.assert_allclose(g, torch.autograd.functional.jacobian(loss, w.double()).numpy(), rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(h, torch.autograd.functional.hessian(loss, w.double()).numpy(), rtol=1e-4, atol=1e-7)
+    assert np.abs(h).max() > 0.1  # a curved loss, not a trivially zero Hessian
+    # Weighted (soft) pixels give the gradient of the plain pass.
+    cov = rng.random(64 * 64).astype(np.float32)
+    soft = fit._FusedLoss.soft([maps], [cov], [2.0])
+    np.testing.assert_allclose(soft.grad_hess(w)[0], soft.grad(w).numpy(), rtol=1e-5, atol=1e-9)
+
+
+def test_loss_model_follows_the_per_step_trajectory_with_few_evaluations():
+    """The fast fit's loss model: the same 1000-step AdamW trajectory as a gradient every step."""
+    rng = np.random.default_rng(2)
+    yy, xx = np.mgrid[0:96, 0:128]
+    blob = ((xx - 60) / 30.0) ** 2 + ((yy - 50) / 25.0) ** 2
+    gt = blob < 1
+    maps = np.stack([3 - 3 * blob, 2 - 4 * blob + rng.normal(0, 1, blob.shape), 1 - 1.5 * blob])
+    loss = fit._FusedLoss([torch.from_numpy(maps.reshape(3, -1).astype(np.float32))], [gt])
+    every_step, _ = fit._optimise(fit._ab_grad(loss), 1000, None, None)
+    model = fit._TaylorGrad(loss, fit.TAYLOR_RADIUS)
+    modelled, steps = fit._optimise(model, 1000, None, None)
+    assert steps == 1000 and model.centres < 100
+    assert np.abs(every_step - 1 / 3).max() > 0.1  # the weights travelled
+    np.testing.assert_allclose(modelled, every_step, atol=5e-5)  # 4e-6 measured; no Hessian: 1.3e-3
 
 
 def test_soft_loss_equals_the_binary_loss_at_full_size_and_averages_coarser():
@@ -82,7 +114,7 @@ def test_soft_loss_equals_the_binary_loss_at_full_size_and_averages_coarser():
 
 
 def test_fast_frame():
-    assert fit.fast_frame((3000, 4000)) == (384, 512)
+    assert fit.fast_frame((3000, 4000)) == (576, 768)
     assert fit.fast_frame((300, 400)) == (300, 400)  # never upsampled
 
 
@@ -95,13 +127,9 @@ def test_fast_fit_gives_the_exact_fits_weights_and_masks_on_perseg(obj):
     full-size 1000-step fit: one to two minutes per object on 2 busy cores,
     so a subset (3 of the 9 photos as references) and marked slow.
 
-    Measured (random SAM, decoder x100): max |w_fast - w_exact| 0.0074 (cat),
-    0.0131 (duck_toy), within 0.02 for colorful_sneaker; mask IoU on the
-    other photos >= 0.99 for colorful_sneaker but 0.985 (cat) and 0.988
-    (duck_toy). The issue's 0.99 is NOT met on those two: random-weight
-    masks cover half the photo with ragged edges, where a weight change of
-    0.01 moves many pixels. The IoU bound below is what holds; the gap is
-    reported in docs/persam.md and left open.
+    Measured (random SAM, decoder x100, 768 px frame): max |w_fast - w_exact|
+    0.0017 (cat), 0.0026 (colorful_sneaker), 0.0044 (duck_toy); mask IoU on
+    the other photos 0.997-0.999.
     """
     from persam_studio.core.io.imageio import load_image, load_mask
     from persam_studio.core.segment.engine import Engine
@@ -118,4 +146,4 @@ def test_fast_fit_gives_the_exact_fits_weights_and_masks_on_perseg(obj):
         emb = engine.encode(load_image(folder / f"{obj}_{other}.jpg").pixels)
         a, b = segment(engine, emb, fast).mask(), segment(engine, emb, exact).mask()
         assert b.any()
-        assert (a & b).sum() / (a | b).sum() >= 0.98  # the issue asks 0.99: see the docstring
+        assert (a & b).sum() / (a | b).sum() >= 0.99

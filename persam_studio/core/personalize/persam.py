@@ -126,13 +126,13 @@ def fit_target(
     Args:
         references: (embedding, mask) pairs; mask bool (H, W) at the
             embedding's ``original_size`` (the oriented image).
-        finetune: PerSAM-F (fit the three mask weights, at most ``steps``
-            AdamW steps on the references) instead of training-free PerSAM.
+        finetune: PerSAM-F (fit the three mask weights, ``steps`` AdamW
+            steps on the references) instead of training-free PerSAM.
         exact: PerSAM-F only: fit at the references' full size for all
             ``steps`` steps (:func:`~persam_studio.core.personalize.fit.fit_weights`)
-            instead of the fast fit on a small frame with an early stop
+            instead of the fast fit on a smaller frame with a loss model
             (:func:`~persam_studio.core.personalize.fit.fit_weights_fast`,
-            seconds instead of minutes for a 12 MP reference).
+            under a second instead of minutes for a 12 MP reference).
         progress: called with (step, steps) now and then while fitting.
         should_cancel: polled while fitting; True raises ``Cancelled``.
 
