@@ -8,11 +8,18 @@ once made). One *drain* job in the I/O lane writes what is pending, mask
 files first and the JSON last, each atomically; edits made meanwhile are
 merged into the pending set (the latest write of a file replaces an older
 one) and written by the same drain when it loops. So a burst of 50 clicks
-costs the first write plus one write of the latest state, never 50.
+costs a few writes of the latest state, never 50.
 
-Crash guarantee, as before: every file is written atomically and the JSON,
-written last, only names files already on disk, so a crash leaves the state
-of a completed save; at most the edits of the save in progress are lost.
+The drain starts :data:`DELAY_MS` after the first edit of a burst, not at
+once: the edit's own repaint comes first. (Started at once, the save's PNG
+encoding ran beside the repaint of the click's answer and of the next
+click's decoder on a 2-core laptop: 8 ms more from click to overlay and
+15 ms more decoder time, measured by ``bench --only app``.)
+
+Crash guarantee: every file is written atomically and the JSON, written
+last, only names files already on disk, so a crash leaves the state of a
+completed save; at most the edits of the last DELAY_MS and of the save in
+progress are lost.
 :meth:`flush` waits for the pending save (closing the window, switching
 albums), so nothing is lost on a normal close.
 """
@@ -24,7 +31,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject, QTimer, Signal
 
 from persam_studio.core.errors import PersamError
 from persam_studio.core.io.album import Album, write_album_json
@@ -33,6 +40,9 @@ from persam_studio.gui.workers import HIGH, Job, Lane
 log = logging.getLogger(__name__)
 
 Write = Callable[[], None]
+
+#: How long after an edit its save starts (ms): after the edit's repaint.
+DELAY_MS = 150
 
 
 class AlbumSaver(QObject):
@@ -46,11 +56,15 @@ class AlbumSaver(QObject):
         self._lock = threading.Lock()
         self._writes: dict[Any, Write] = {}
         self._json: dict[Path, dict] = {}
-        self._running = False
+        self._running = False  # a drain job is queued or running
         self._started = False
         self._idle = threading.Event()
         self._idle.set()
         self._job: Job | None = None
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(0 if lane.synchronous else DELAY_MS)
+        self._timer.timeout.connect(self._submit)
         self.json_writes = 0  # album.json files written (tests check the coalescing)
 
     @property
@@ -64,14 +78,13 @@ class AlbumSaver(QObject):
         with self._lock:
             self._writes.update(writes or {})
             self._json[album.sidecar] = data
+            self._idle.clear()
             if self._running:
                 return  # the running drain picks it up
-            self._running, self._started = True, False
-            self._idle.clear()
-        self._job = self.lane.submit(
-            self._drain, priority=HIGH, on_done=self._on_drained,
-            on_error=lambda exc: self._on_drained([str(exc)]), on_cancelled=self._on_dropped,
-        )
+        if self.lane.synchronous:
+            self._submit()
+        elif not self._timer.isActive():
+            self._timer.start()
 
     def wait_idle(self, timeout_s: float = 60.0) -> bool:
         """Block until no save is pending (worker threads only: a job that reads the saved masks)."""
@@ -79,20 +92,35 @@ class AlbumSaver(QObject):
 
     def flush(self, timeout_s: float = 60.0) -> None:
         """Write everything pending before returning (GUI thread; closing)."""
+        self._timer.stop()
+        with self._lock:
+            running = self._running
         job = self._job
-        if job is not None and job.unqueue():
-            # No worker took the drain: it is written here, inline. (Cancelling
-            # instead would race: a worker taking the job at that instant sends
-            # its "cancelled" notice to this thread, which is blocked below.)
-            self._job = None
-        elif not self._idle.wait(timeout_s):  # a worker drains; it sets idle itself
-            log.error("album save still running after %.0f s", timeout_s)
-            return
+        if running:
+            if job is not None and job.unqueue():
+                # No worker took the drain: it is written here, inline. (Cancelling
+                # instead would race: a worker taking the job at that instant sends
+                # its "cancelled" notice to this thread, which is blocked below.)
+                self._job = None
+            elif not self._idle.wait(timeout_s):  # a worker drains; it sets idle itself
+                log.error("album save still running after %.0f s", timeout_s)
+                return
         errors = self._drain()  # everything pending, inline (nothing if a worker drained it)
         if errors:
             self.failed.emit(errors[0])
 
     # -- internals -------------------------------------------------------------
+
+    def _submit(self) -> None:
+        """Start the drain job (GUI thread: the timer, or at once in a synchronous lane)."""
+        with self._lock:
+            if self._running or (not self._writes and not self._json):
+                return
+            self._running, self._started = True, False
+        self._job = self.lane.submit(
+            self._drain, priority=HIGH, on_done=self._on_drained,
+            on_error=lambda exc: self._on_drained([str(exc)]), on_cancelled=self._on_dropped,
+        )
 
     def _drain(self) -> list[str]:
         """Worker: write until nothing is pending; returns the errors met."""

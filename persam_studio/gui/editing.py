@@ -22,7 +22,7 @@ import numpy as np
 from persam_studio.core.io.album import Stroke
 from persam_studio.core.types import Box, Point, Prompt
 from persam_studio.core.io.album_masks import render_strokes  # noqa: F401  (re-exported for the GUI)
-from persam_studio.core.geometry import sam_input_size
+from persam_studio.core.geometry import logits_to_mask, sam_input_size
 from persam_studio.core.segment.selection import add_click
 
 #: Longest side of display masks by default; the canvas may pass its own.
@@ -47,6 +47,11 @@ class Prediction:
         packed: uint8 (C, ceil(h*w/8)) bit-packed display masks (a state
             history of 100 clicks must not hold 100 full bool images).
         seconds: model time for this answer.
+        original_size: (H, W) of the photo, when the display masks not made
+            yet (``ready`` False) are to be made from the logits on demand.
+        ready: bool (C,), which rows of ``packed`` hold a mask; the others
+            are made by :meth:`display_mask` (a click's answer brings only
+            the candidate it shows: the other two cost the worker ~3 ms).
     """
 
     low_res_logits: np.ndarray
@@ -54,21 +59,44 @@ class Prediction:
     display_size: tuple[int, int]
     packed: np.ndarray
     seconds: float = 0.0
+    original_size: tuple[int, int] | None = None
+    ready: np.ndarray | None = None
 
     @staticmethod
     def from_masks(
-        low_res_logits: np.ndarray, iou_predictions: np.ndarray, masks: np.ndarray, seconds: float = 0.0
+        low_res_logits: np.ndarray,
+        iou_predictions: np.ndarray,
+        masks: np.ndarray | dict[int, np.ndarray],
+        seconds: float = 0.0,
+        original_size: tuple[int, int] | None = None,
     ) -> Prediction:
-        """Build from bool display masks (C, h, w)."""
-        masks = np.asarray(masks, bool)
-        c, h, w = masks.shape
-        return Prediction(
-            low_res_logits=np.asarray(low_res_logits, np.float32),
+        """Build from bool display masks: (C, h, w), or {candidate: (h, w)} for some
+        candidates when ``original_size`` lets the others be made on demand."""
+        low = np.asarray(low_res_logits, np.float32)
+        c = low.shape[0]
+        given = dict(enumerate(np.asarray(masks, bool))) if not isinstance(masks, dict) else masks
+        h, w = next(iter(given.values())).shape
+        if len(given) < c and original_size is None:
+            raise ValueError("original_size is needed to make the missing candidates' masks")
+        packed = np.zeros((c, (h * w + 7) // 8), np.uint8)
+        ready = np.zeros(c, bool)
+        for i, mask in given.items():
+            packed[i] = np.packbits(np.asarray(mask, bool).reshape(-1))
+            ready[i] = True
+        prediction = Prediction(
+            low_res_logits=low,
             iou_predictions=np.asarray(iou_predictions, np.float32).reshape(-1),
             display_size=(h, w),
-            packed=np.packbits(masks.reshape(c, -1), axis=1),
+            packed=packed,
             seconds=seconds,
+            original_size=None if original_size is None else tuple(original_size),
+            ready=ready,
         )
+        if isinstance(masks, dict):
+            # The unpacked masks serve the first display_mask call (showing the
+            # answer) and are dropped then: a history keeps only the packed bits.
+            object.__setattr__(prediction, "_fresh", {i: np.asarray(m, bool) for i, m in masks.items()})
+        return prediction
 
     def __len__(self) -> int:
         return int(self.packed.shape[0])
@@ -78,8 +106,16 @@ class Prediction:
         return int(np.argmax(self.iou_predictions))
 
     def display_mask(self, index: int) -> np.ndarray:
-        """bool (h, w) display mask of candidate ``index``."""
+        """bool (h, w) display mask of candidate ``index`` (made now if not yet; GUI thread)."""
         h, w = self.display_size
+        fresh = self.__dict__.get("_fresh")
+        if fresh and index in fresh:
+            return fresh.pop(index)
+        if self.ready is not None and not self.ready[index]:
+            mask = logits_to_mask(self.low_res_logits[index], self.original_size, self.display_size)
+            self.packed[index] = np.packbits(mask.reshape(-1))
+            self.ready[index] = True
+            return mask
         return np.unpackbits(self.packed[index], count=h * w).reshape(h, w).astype(bool)
 
 

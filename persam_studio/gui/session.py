@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from persam_studio.core.types import Prompt
 from persam_studio.gui.editing import EditState, Prediction
 
@@ -85,6 +87,8 @@ class ImageSession:
         self.request: PromptRequest | None = None  # the latest one sent
         self._memo: OrderedDict[tuple, Prediction] = OrderedDict()
         self._memo_size = memo_size
+        self._mask_of: EditState | None = None  # the state whose mask is cached (see mask())
+        self._mask: np.ndarray | None = None
 
     @property
     def busy(self) -> bool:
@@ -119,8 +123,20 @@ class ImageSession:
             self.request = None
 
     def mask(self) -> np.ndarray | None:
-        """bool display-size mask of the current state, or None."""
-        return self.state.mask(self.display_size, self.original_size)
+        """bool display-size mask of the current state, or None; read-only.
+
+        Made once per state (states are immutable): showing an answer, saving
+        it and tinting its thumbnail all ask for it, and unpacking a 1920x1440
+        mask costs ~1 ms each time.
+        """
+        state = self.state
+        if self._mask_of is not state:
+            mask = state.mask(self.display_size, self.original_size)
+            if mask is not None:
+                mask = mask.view()
+                mask.flags.writeable = False
+            self._mask_of, self._mask = state, mask
+        return self._mask
 
     # -- internals ------------------------------------------------------------
 

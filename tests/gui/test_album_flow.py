@@ -81,6 +81,7 @@ def test_review_fix_and_repropagate_skips_the_users_work(make_window, album5, qt
     click(qtbot, window, 245, 150)
     assert window.albums.album.records[3].state == ImageState.MASKED
     _use_as_reference(window, qtbot)
+    qtbot.waitUntil(lambda: not window.albums.saver.pending)  # the files read below are saved
     masks_before = {i: window.albums.album.load_display_mask(window.albums.album.records[i]) for i in (2, 3)}
     progress, (label, summary) = _propagate(window, qtbot)
     assert progress[-1] == (2, 2)  # images 1 and 4 only
