@@ -49,7 +49,7 @@ def rows_of(data: dict) -> list[Row]:
         run = data[mode]
         for q in ("p50", "p95"):
             ours, dec = run["ours"][q] * 1000, run["decoder"][q] * 1000
-            rows.append(Row(SECTION, f"click to overlay {q}, {words} (12 MP, {size} overlay)", ours, "ms",
+            rows.append(Row(SECTION, f"click to overlay {q}, {words} (12 MP, {size} display mask)", ours, "ms",
                             baseline=f"engine decoder {q}", baseline_value=dec))
         added = run["added"]["p50"] * 1000
         rows.append(Row(SECTION, f"app adds to the decoder, p50 of per-click differences, {words}", added, "ms",

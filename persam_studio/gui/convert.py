@@ -47,10 +47,10 @@ def qimage_to_rgb(image: QImage) -> np.ndarray:
 
 
 #: Palette of the overlay image (:func:`overlay_index`): indices 0..FILL_LEVELS
-#: are the fill's coverage (0 none, FILL_LEVELS all), then the raster
-#: outline's pixels inside and outside the mask's edge.
+#: are the fill's coverage (0 none, FILL_LEVELS all), OUTLINE_IN the raster
+#: outline (the mask's border pixels); 255 is unused (transparent).
 FILL_LEVELS = 253
-OUTLINE_IN, OUTLINE_OUT = 254, 255
+OUTLINE_IN = 254
 
 
 def overlay_index(mask: np.ndarray, scale: float, outline: bool) -> np.ndarray:
@@ -61,8 +61,8 @@ def overlay_index(mask: np.ndarray, scale: float, outline: bool) -> np.ndarray:
         scale: overlay pixels per mask pixel, <= 1 (the view's resolution:
             drawing a smaller image is cheaper than scaling a bigger one at
             every repaint). Coverage is area-averaged, so edges stay smooth.
-        outline: mark the edge (a band one pixel each side of it) with
-            OUTLINE_IN / OUTLINE_OUT: masks too ragged for a vector outline.
+        outline: mark the mask's border pixels with OUTLINE_IN: masks too
+            ragged for a vector outline.
 
     Returns:
         uint8 (round(h * scale), round(w * scale)): see :data:`FILL_LEVELS`.
@@ -81,11 +81,13 @@ def overlay_index(mask: np.ndarray, scale: float, outline: bool) -> np.ndarray:
         if (index.shape[1], index.shape[0]) != size:
             index = cv2.resize(index, size, interpolation=cv2.INTER_LINEAR)
     if outline:
+        # The mask's own border pixels at this resolution: a 1-pixel line on
+        # screen, like the vector outline's cosmetic pen.
         inside = (index > FILL_LEVELS // 2).view(np.uint8)
-        edge = cv2.morphologyEx(inside, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8))
-        # OUTLINE_OUT - 1 = OUTLINE_IN on the inside. cv2.copyTo with a mask:
-        # numpy's masked copies are ~20x slower on a ragged mask's many edge pixels.
-        index = cv2.copyTo(np.uint8(OUTLINE_OUT) - inside, edge, index)
+        edge = cv2.subtract(inside, cv2.erode(inside, np.ones((3, 3), np.uint8)))
+        # cv2.copyTo with a mask: numpy's masked copies are ~20x slower on a
+        # ragged mask's many edge pixels.
+        index = cv2.copyTo(np.full_like(index, OUTLINE_IN), edge, index)
     return index
 
 
@@ -93,7 +95,7 @@ def overlay_colors(fill: QColor, opacity: float, outline: QColor | None) -> list
     """The 256 QRgb entries for :func:`overlay_index`'s image.
 
     ``opacity`` scales the fill only; ``outline`` None hides the outline
-    (its pixels then show the fill, or nothing outside the mask).
+    (its pixels then show the fill).
     """
     return list(_overlay_colors(fill.rgba(), round(max(0.0, min(1.0, opacity)), 4),
                                 None if outline is None else outline.rgba()))
@@ -105,7 +107,7 @@ def _overlay_colors(fill: int, opacity: float, outline: int | None) -> tuple[int
     rgb = fill & 0xFFFFFF
     colors = [(int(round(255 * opacity * level / FILL_LEVELS)) << 24) | rgb for level in range(FILL_LEVELS + 1)]
     colors.append(outline if outline is not None else colors[FILL_LEVELS])
-    colors.append(outline if outline is not None else colors[0])
+    colors.append(colors[0])
     return tuple(colors)
 
 

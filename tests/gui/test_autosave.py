@@ -106,3 +106,25 @@ def test_flush_right_after_a_save_is_queued_never_waits_on_the_gui_thread(album_
             assert written[-1] == n and not saver.pending
     finally:
         lane.shutdown()
+
+
+def test_a_save_starts_after_the_edits_repaint_and_flush_does_not_wait_for_it(album_dir, qtbot):
+    from persam_studio.gui.autosave import DELAY_MS, AlbumSaver
+    from persam_studio.gui.workers import Lane
+
+    album = Album.open(sorted(album_dir.glob("*.png")), root=album_dir)
+    lane = Lane("io", 1)
+    saver = AlbumSaver(lane)
+    written: list[float] = []
+    try:
+        start = time.perf_counter()
+        saver.schedule(album, {"mark": lambda: written.append(time.perf_counter())})
+        qtbot.wait(DELAY_MS // 3)
+        assert saver.pending and not written  # not yet: the edit's repaint comes first
+        qtbot.waitUntil(lambda: not saver.pending, timeout=5000)
+        assert written[0] - start >= DELAY_MS / 1000 * 0.9
+        saver.schedule(album, {"mark": lambda: written.append(time.perf_counter())})
+        saver.flush()  # closing: written now, not after the delay
+        assert len(written) == 2 and not saver.pending
+    finally:
+        lane.shutdown()

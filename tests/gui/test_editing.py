@@ -39,6 +39,21 @@ def test_prediction_packs_display_masks_losslessly():
     assert pred.best_index == 1
 
 
+def test_a_clicks_answer_brings_one_mask_and_makes_the_others_when_asked():
+    """The worker sends the shown candidate's mask only; Tab makes the next one from its logits."""
+    rng = np.random.default_rng(2)
+    logits = rng.normal(0, 3, (3, 256, 256)).astype(np.float32)
+    original, disp = (300, 400), (150, 200)
+    expected = [logits_to_mask(low, original, disp) for low in logits]
+    pred = Prediction.from_masks(logits, np.array([0.2, 0.9, 0.5]), {1: expected[1]}, original_size=original)
+    assert list(pred.ready) == [False, True, False]
+    for i in (1, 2, 0, 1):  # the given one, then made on demand, then from the packed bits
+        np.testing.assert_array_equal(pred.display_mask(i), expected[i])
+    assert pred.ready.all()
+    with pytest.raises(ValueError):
+        Prediction.from_masks(logits, np.array([0.2, 0.9, 0.5]), {1: expected[1]})  # no size to make the others
+
+
 def test_transitions_and_candidate_cycling():
     s = EditState().with_point(Point(1, 2, 1))
     assert s.pending and s.multimask

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from persam_studio.core.io.album import Stroke
 from persam_studio.core.types import Point
@@ -81,3 +82,16 @@ def test_strokes_do_not_ask_the_model():
     s.take_result(r.id, _pred(False))
     assert s.set_state(s.state.with_stroke(Stroke("add", 20, ((50.0, 50.0),)))) is None
     assert s.mask()[5, 5]
+
+
+def test_the_mask_of_a_state_is_made_once_and_cannot_be_changed_by_its_users():
+    s = _session()
+    s.set_embedding(object())
+    request = s.set_state(EditState().with_point(Point(5, 5, 1)))
+    s.take_result(request.id, _pred(True))
+    first = s.mask()
+    assert s.mask() is first and first.all()  # saving, the canvas and the thumbnail share one
+    with pytest.raises(ValueError):
+        first[0, 0] = False  # read-only: a user that edits it would edit everyone's
+    s.set_state(s.state.with_stroke(Stroke("erase", 2.0, ((50.0, 50.0),))))
+    assert s.mask() is not first and not s.mask().all() and first.all()
