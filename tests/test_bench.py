@@ -33,7 +33,7 @@ def test_app_section_rows_compare_the_window_with_the_decoder():
     data = {"display_size": [1440, 1920], "clicks": 50, "reset": run, "accumulate": slow,
             "many_points": {"points": [41, 50], "ours_p50": 0.130, "decoder_p50": 0.125}}
     rows = {r.name: r for r in rows_of(data)}
-    assert rows["click to overlay p50, 1 point (12 MP, 1920x1440 overlay)"].baseline_value == 90.0
+    assert rows["click to overlay p50, 1 point (12 MP, 1920x1440 display mask)"].baseline_value == 90.0
     added = [r for n, r in rows.items() if n.startswith("app adds")]
     assert [r.passed for r in added] == [True, False]  # 10 ms <= 20 ms; 50 ms is not
     growth = next(r for n, r in rows.items() if n.startswith("growth"))
