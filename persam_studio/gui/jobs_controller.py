@@ -107,7 +107,7 @@ class JobsController(QObject):
         if not targets:
             self.message.emit("nothing to propagate to: every other image is masked or accepted")
             return False
-        album.method = method
+        album.method, album.exact_fit, album.instances = method, exact, instances
         refs = [
             ReferenceSpec(r.name, album.reference_image(r), album.sidecar / "references" / r.mask)
             for r in album.references

@@ -214,7 +214,7 @@ class MainWindow(QMainWindow):
 
     def _on_album_opened(self, album) -> None:
         self.setWindowTitle(f"{album.root.name} — {TITLE}")
-        self.side.set_method(album.method)
+        self.side.set_options(album.method, album.exact_fit, album.instances)
         names = album.reference_names()
         self.side.set_subject(album.subject or (names[-1] if names else "subject"))
         self.settings.last_folder = str(album.root)

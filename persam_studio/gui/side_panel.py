@@ -172,6 +172,14 @@ class SidePanel(QWidget):
         index = self.method.findData(method)
         self.method.setCurrentIndex(index if index >= 0 else self.method.findData(DEFAULT_MODE))
 
+    def set_options(self, method: str, exact: bool, instances: int | None) -> None:
+        """Show an album's last propagation choices: method (:meth:`set_method`),
+        exact fit, instances per photo (None: all; one not offered: 1)."""
+        self.set_method(method)
+        self.exact.setChecked(exact)
+        index = self.instances.findData(instances)
+        self.instances.setCurrentIndex(index if index >= 0 else self.instances.findData(1))
+
     def propagate_options(self) -> PropagateOptions:
         """The method, exact fit (PerSAM-F only) and instances chosen."""
         method = self.method.currentData()

@@ -51,17 +51,34 @@ def test_state_round_trips_through_the_sidecar(photos):
     mask = np.zeros((20, 30), bool)
     mask[5:9, 3:12] = True
     album.save_display_mask(r, mask)
-    album.method = "persam_f"
+    album.method, album.exact_fit, album.instances = "persam_f", True, None
     album.save()
 
     again = Album.open(paths, root=folder)
-    assert again.method == "persam_f"
+    assert (again.method, again.exact_fit, again.instances) == ("persam_f", True, None)
     assert again.records[1] == r
     assert again.records[0].state == ImageState.UNTOUCHED
     np.testing.assert_allclose(again.load_logits(again.records[1]), logits, atol=1e-2)  # float16 on disk
     np.testing.assert_array_equal(again.load_display_mask(again.records[1]), mask)
     assert (folder / SIDECAR / ALBUM_FILE).is_file()
     assert again.counts()[ImageState.NEEDS_REVIEW] == 1
+
+
+def test_propagation_choices_default_and_survive_hand_edits(photos):
+    import json
+
+    folder, paths = photos
+    album = Album.open(paths, root=folder)
+    assert (album.method, album.exact_fit, album.instances) == ("", False, 1)  # a new album: the defaults
+    album.instances = 3
+    album.save()
+    assert Album.open(paths, root=folder).instances == 3
+    data = json.loads((folder / SIDECAR / ALBUM_FILE).read_text())
+    for bad in (0, -2, "all", True, 2.5):
+        data["instances"], data["exact_fit"] = bad, "yes"
+        (folder / SIDECAR / ALBUM_FILE).write_text(json.dumps(data))
+        again = Album.open(paths, root=folder)
+        assert again.instances == 1 and again.exact_fit is False, bad
 
 
 def test_box_corners_are_normalised():

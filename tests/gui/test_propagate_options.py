@@ -68,6 +68,19 @@ def test_exact_fit_and_instances_reach_the_core(make_window, album_dir, qtbot, m
     assert runs[-1]["instances"] == 3
     assert window.albums.album.method == "persam"
 
+    # The album remembers the last propagation's choices.
+    window.side.set_method("persam_f")
+    window.side.exact.setChecked(True)
+    window.side.instances.setCurrentIndex(window.side.instances.findText("All"))
+    with qtbot.waitSignal(window.jobs.finished, timeout=120000):
+        window.actions_.propagate.trigger()
+    window.close()
+    again = make_window()
+    again.open_paths([album_dir])
+    wait_idle(qtbot, again)
+    options = again.side.propagate_options()
+    assert (options.method, options.exact, options.instances) == ("persam_f", True, None)
+
 
 class _Result(SimpleNamespace):
     def mask(self, size):

@@ -155,6 +155,8 @@ class Album:
     records: list[ImageRecord]
     references: list[ReferenceRecord] = field(default_factory=list)
     method: str = ""  # PerSAM's method last used ("": none yet, the front end's default)
+    exact_fit: bool = False  # PerSAM-F's full-size fit, last used
+    instances: int | None = 1  # instances per photo last asked for (None: all)
     subject: str = ""  # the name last typed for the subject ("" = none yet)
     # Records of images in the saved state that were not opened this time:
     # kept verbatim so opening a few files never forgets the rest.
@@ -205,6 +207,8 @@ class Album:
         return {
             "version": FORMAT_VERSION,
             "method": self.method,
+            "exact_fit": self.exact_fit,
+            "instances": self.instances,
             "subject": self.subject,
             "images": [r.to_json() for r in self.records] + self._other,
             "references": [{"name": r.name, "image": r.image, "mask": r.mask} for r in self.references],
@@ -227,6 +231,10 @@ class Album:
         if not isinstance(data, dict) or data.get("version") != FORMAT_VERSION:
             return
         self.method = str(data.get("method", self.method))
+        self.exact_fit = data.get("exact_fit") is True
+        n = data.get("instances", 1)
+        # A hand-edited or foreign value falls back to the default, never crashes.
+        self.instances = None if n is None else (n if isinstance(n, int) and not isinstance(n, bool) and n >= 1 else 1)
         self.subject = str(data.get("subject") or "")
         by_path: dict[str, dict[str, Any]] = {}
         for d in data.get("images", []):
