@@ -185,6 +185,26 @@ def test_eval_perseg_end_to_end(tiny_ckpt, tmp_path, capsys):
     rc = main(["eval-perseg", str(data), "--checkpoint", str(tiny_ckpt), "--objects", "nope"])
     assert rc == 1 and "nope" in capsys.readouterr().err
 
+    # The several-instances search, counted at each fraction (PerSeg photos hold one instance).
+    rc = main(["eval-perseg", str(data), "--checkpoint", str(tiny_ckpt), "--instance-fractions", "0.9,0.5,0.99"])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert rc == 0 and out[-5].startswith("instances per photo") and "(2 photos" in out[-5]
+    table = [ln.split() for ln in out[-3:]]
+    assert [float(t[0]) for t in table] == [0.5, 0.9, 0.99]
+    false, mean = [int(t[1]) for t in table], [float(t[2]) for t in table]
+    assert all(0 <= f <= 2 for f in false) and all(m >= 1.0 for m in mean)
+    assert false == sorted(false, reverse=True) and mean == sorted(mean, reverse=True)  # stricter: fewer
+    with pytest.raises(SystemExit) as usage:
+        main(["eval-perseg", str(data), "--checkpoint", str(tiny_ckpt), "--instance-fractions", "0.5,1.5"])
+    assert usage.value.code == 2 and "(0, 1]" in capsys.readouterr().err
+
+
+def test_instance_counts_keep_the_strongest_instances_a_fraction_allows():
+    from persam_studio.cli.eval_perseg import instance_counts
+
+    ratios = [[1.0], [1.0, 0.95, 0.7], [1.0, 0.8]]
+    assert instance_counts(ratios, [0.6, 0.9, 1.0]) == [(0.6, 2, 2.0), (0.9, 1, 4 / 3), (1.0, 0, 1.0)]
+
 
 def test_refined_cutouts(tiny_ckpt, tmp_path, rgb_image, capsys):
     yy, xx = np.mgrid[0:300, 0:400]

@@ -23,6 +23,15 @@ Metrics (foreground only):
   background) and keeping mask minus erosion. bIoU = mean over objects.
 
 Published (SAM ViT-H): PerSAM 89.3 mIoU / 71.7 bIoU, PerSAM-F 95.3 / 77.9.
+
+``--instance-fractions F,F,...`` also measures the several-instances search
+(``propagate --instances all``) at each fraction: every PerSeg test photo
+holds one instance of its object, so each instance found beyond the first is
+a false one. It prints, per fraction, the photos with a false instance and the
+mean count. One search per photo at the lowest fraction gives them all: the
+instances come strongest first, so a higher fraction keeps a prefix of them.
+This is how :data:`~persam_studio.core.personalize.methods.DEFAULT_INSTANCE_FRACTION`
+is to be tuned with trained weights (docs/persam.md).
 """
 
 from __future__ import annotations
@@ -71,7 +80,35 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     p.add_argument("--objects", metavar="A,B,...", help="only these objects (folder names)")
     p.add_argument("--limit", type=int, metavar="N", help="only the first N objects (alphabetical)")
     p.add_argument("--csv", metavar="PATH", help="also write per-object results as CSV")
+    p.add_argument("--instance-fractions", metavar="F,F,...", type=_fractions,
+                   help="also count the instances 'propagate --instances all' finds per photo at each fraction "
+                        "(PerSeg photos hold one: more is a false find); e.g. 0.6,0.7,0.8,0.85,0.9")
     p.set_defaults(func=run, _parser=p)
+
+
+def _fractions(text: str) -> list[float]:
+    """``--instance-fractions``: comma-separated numbers in (0, 1], sorted."""
+    try:
+        values = sorted({float(v) for v in text.split(",") if v.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of numbers: {text!r}") from None
+    if not values or not all(0.0 < v <= 1.0 for v in values):
+        raise argparse.ArgumentTypeError(f"fractions must be in (0, 1]: {text!r}")
+    return values
+
+
+def instance_counts(ratios: list[list[float]], fractions: list[float]) -> list[tuple[float, int, float]]:
+    """Per fraction: (fraction, photos with more than one instance, mean instances per photo).
+
+    Args:
+        ratios: per photo, each instance's similarity peak over the first's,
+            strongest first (the first is 1.0), as found at the lowest fraction.
+    """
+    out = []
+    for f in fractions:
+        counts = [1 + sum(1 for r in photo[1:] if r >= f) for photo in ratios]
+        out.append((f, sum(1 for c in counts if c > 1), float(np.mean(counts)) if counts else 0.0))
+    return out
 
 
 def _objects(data: Path, parser: argparse.ArgumentParser, only: str | None, limit: int | None) -> list[str]:
@@ -102,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
     from persam_studio.core.errors import OutputError, PersamError
     from persam_studio.core.io.guard import check_outputs
     from persam_studio.core.io.imageio import list_images, load_image, load_mask
+    from persam_studio.core.personalize.instances import find_instances
     from persam_studio.core.personalize.persam import fit_target, segment
 
     data = Path(args.data_dir)
@@ -123,6 +161,7 @@ def run(args: argparse.Namespace) -> int:
     method = "PerSAM-F" if args.finetune else "PerSAM"
     bar = ProgressBar(sum(len(t) for _, _, t in plan), f"eval {method}")
     rows: list[tuple[str, int, int, float | None, float | None]] = []
+    ratios: list[list[float]] = []  # --instance-fractions: per scored photo, see instance_counts
     done, failures = 0, []
     t_start = time.perf_counter()
     for name, ref_path, tests in plan:
@@ -142,9 +181,15 @@ def run(args: argparse.Namespace) -> int:
             try:
                 image = load_image(path)
                 gt = load_mask(_annotation(data, name, path), size=image.size, allow_empty=True)
-                pred = segment(engine, engine.encode(image.pixels), target).mask()
+                embedding = engine.encode(image.pixels)
+                pred = segment(engine, embedding, target).mask()
                 totals += iou_counts(pred, gt)
                 scored += 1
+                if args.instance_fractions:
+                    found = find_instances(engine, embedding, target, max_instances=None,
+                                           fraction=args.instance_fractions[0]).instances
+                    first = found[0].similarity_peak
+                    ratios.append([1.0] + [r.similarity_peak / first for r in found[1:]] if first > 0 else [1.0])
             except PersamError as exc:  # counted as failed, never scored
                 failures.append(str(exc))
             done += 1
@@ -169,6 +214,11 @@ def run(args: argparse.Namespace) -> int:
           f"   ({time.perf_counter() - t_start:.1f}s)")
     if n_failed:
         print(f"failed: {n_failed} image(s), excluded from the scores (an object with none scored shows n/a)")
+    if args.instance_fractions:
+        print(f"instances per photo with 'propagate --instances all' ({len(ratios)} photos, one instance each)")
+        print("fraction  photos with a false instance  mean instances")
+        for f, false, mean in instance_counts(ratios, args.instance_fractions):
+            print(f"{f:8.2f}  {false:28d}  {mean:14.2f}")
     if args.csv:
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
