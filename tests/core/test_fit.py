@@ -92,7 +92,7 @@ def test_loss_model_follows_the_per_step_trajectory_with_few_evaluations():
     modelled, steps = fit._optimise(model, 1000, None, None)
     assert steps == 1000 and model.centres < 100
     assert np.abs(every_step - 1 / 3).max() > 0.1  # the weights travelled
-    np.testing.assert_allclose(modelled, every_step, atol=5e-5)  # 4e-6 measured; no Hessian: 1.3e-3
+    np.testing.assert_allclose(modelled, every_step, atol=5e-5)  # 1.6e-5 measured; no Hessian: 2.6e-3
 
 
 def test_soft_loss_equals_the_binary_loss_at_full_size_and_averages_coarser():
@@ -114,7 +114,7 @@ def test_soft_loss_equals_the_binary_loss_at_full_size_and_averages_coarser():
 
 
 def test_fast_frame():
-    assert fit.fast_frame((3000, 4000)) == (576, 768)
+    assert fit.fast_frame((3000, 4000)) == (672, 896)
     assert fit.fast_frame((300, 400)) == (300, 400)  # never upsampled
 
 
@@ -127,9 +127,11 @@ def test_fast_fit_gives_the_exact_fits_weights_and_masks_on_perseg(obj):
     full-size 1000-step fit: one to two minutes per object on 2 busy cores,
     so a subset (3 of the 9 photos as references) and marked slow.
 
-    Measured (random SAM, decoder x100, 768 px frame): max |w_fast - w_exact|
-    0.0017 (cat), 0.0026 (colorful_sneaker), 0.0044 (duck_toy); mask IoU on
-    the other photos 0.997-0.999.
+    Measured (random SAM, decoder x100, 896 px frame): max |w_fast - w_exact|
+    0.0012 (cat), 0.0002 (colorful_sneaker), 0.0013 (duck_toy); mask IoU on
+    the other photos >= 0.998. With each of the 9 photos as the reference
+    (``python -m tests.core.perseg_fit_sweep``, ~7 minutes): worst 0.0014 and
+    0.998.
     """
     from persam_studio.core.io.imageio import load_image, load_mask
     from persam_studio.core.segment.engine import Engine

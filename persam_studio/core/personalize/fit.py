@@ -12,10 +12,10 @@ Two fits share that optimiser:
   every one of the 1000 steps. Its cost grows with the reference's pixels
   (about 30-85 ms a step at 1.6 MP on a 2-core CPU).
 * :func:`fit_weights_fast` (the default): the same 1000 steps, with the
-  loss on a smaller frame (long side :data:`FAST_LONG_SIDE`, 0.44 MP
+  loss on a smaller frame (long side :data:`FAST_LONG_SIDE`, 0.6 MP
   whatever the photo) where each pixel stands for the full-size pixels it
   covers, and its gradient from a second-order model of the loss
-  re-centred every ~0.01 of weight movement: a few dozen passes over the
+  re-centred every 0.02 of weight movement: about 20 passes over the
   pixels instead of 1000. See its docstring for why the two agree.
 
 The candidates do not depend on the weights, so the decoder runs once per
@@ -46,15 +46,22 @@ EPS = 1e-4
 STEPS = 1000
 
 #: Long side of the frame the fast fit computes its loss on (see fit_weights_fast).
-#: Measured on PerSeg's 00 photos (random SAM, decoder scaled; all 1000 steps):
-#: max |w - w_exact| 512 px 0.007-0.013 (mask IoU down to 0.985), 768 px
-#: 0.0017-0.0044 (IoU >= 0.997), 1024 px 0.0035-0.0055 (IoU >= 0.993);
-#: 256 px drifted by 0.04. The decoder's native 256 x 256 grid is not
-#: enough: its logits vary within a cell and the loss is not linear in
-#: them, so the loss needs them sampled between the grid points.
-FAST_LONG_SIDE = 768
-#: How far (in a, b) the fast fit trusts its second-order loss model (see _TaylorGrad).
-TAYLOR_RADIUS = 0.01
+#: Measured on the 9 PerSeg examples, each as the reference (random SAM,
+#: decoder scaled), worst max |w - w_exact| and worst mask IoU on the
+#: object's other photos: 512 px 0.017 / 0.972, 768 px 0.0059 / 0.989,
+#: 832 px 0.0055 / 0.987, 896 px 0.0014 / 0.998, 960 px 0.0044 / 0.996,
+#: 1152 px 0.0009 / 0.998; the 1024-px input frame itself was no better than
+#: 768 (0.0055 / 0.982 on cat_01). The error is not monotone in the size:
+#: it comes from where the frame's pixels sample the decoder's 256 x 256
+#: logit grid (the loss is not linear in the logits, which vary within a
+#: cell). 768 and 1024 put a whole number of frame pixels (3, 4) in each
+#: cell of a 1024 input frame, so every cell is sampled at the same places;
+#: 896 puts 3.5. 256 px drifted by 0.04.
+FAST_LONG_SIDE = 896
+#: How far (in a, b) the fast fit trusts its second-order loss model (see
+#: _TaylorGrad): ~21 evaluations a fit; the weights then differ from a
+#: gradient at every step by 1e-5 to 2.4e-4 (0.01: twice the evaluations, 4e-6).
+TAYLOR_RADIUS = 0.02
 
 
 def dice_loss(logits: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
