@@ -182,14 +182,17 @@ def run(args: argparse.Namespace) -> int:
                 image = load_image(path)
                 gt = load_mask(_annotation(data, name, path), size=image.size, allow_empty=True)
                 embedding = engine.encode(image.pixels)
-                pred = segment(engine, embedding, target).mask()
-                totals += iou_counts(pred, gt)
-                scored += 1
                 if args.instance_fractions:
+                    # The first instance is exactly segment()'s result: scored, not computed twice.
                     found = find_instances(engine, embedding, target, max_instances=None,
                                            fraction=args.instance_fractions[0]).instances
                     first = found[0].similarity_peak
                     ratios.append([1.0] + [r.similarity_peak / first for r in found[1:]] if first > 0 else [1.0])
+                    pred = found[0].mask()
+                else:
+                    pred = segment(engine, embedding, target).mask()
+                totals += iou_counts(pred, gt)
+                scored += 1
             except PersamError as exc:  # counted as failed, never scored
                 failures.append(str(exc))
             done += 1

@@ -122,16 +122,7 @@ def measure(photo: Path | None = None, clicks: int = 50, cache: Path | None = No
     tmp = Path(tempfile.mkdtemp(prefix="persam-app-bench-"))
     if os.environ.get("QT_QPA_PLATFORM", "offscreen").startswith("offscreen"):
         _configure_screen(tmp)
-    from PySide6.QtCore import QPoint, Qt, QTimer
-    from PySide6.QtTest import QTest
     from PySide6.QtWidgets import QApplication
-
-    from persam_studio.core.models.sam_build import random_sam
-    from persam_studio.core.segment.cache import EmbeddingCache
-    from persam_studio.core.segment.engine import Engine
-    from persam_studio.gui.backend import EngineInfo
-    from persam_studio.gui.main_window import MainWindow
-    from persam_studio.gui.settings import AppSettings
 
     from persam_studio.gui.canvas import Canvas
 
@@ -145,6 +136,24 @@ def measure(photo: Path | None = None, clicks: int = 50, cache: Path | None = No
             watcher()
 
     Canvas.drawForeground = watched
+    try:
+        return _clicks(app, tmp, photo, clicks, cache, paint_watch)
+    finally:
+        Canvas.drawForeground = draw_foreground
+
+
+def _clicks(app, tmp: Path, photo: Path | None, clicks: int, cache: Path | None, paint_watch: list) -> dict:
+    """:func:`measure`'s body, with the canvas's paints reported to ``paint_watch``."""
+    from PySide6.QtCore import QPoint, Qt
+    from PySide6.QtTest import QTest
+
+    from persam_studio.core.models.sam_build import random_sam
+    from persam_studio.core.segment.cache import EmbeddingCache
+    from persam_studio.core.segment.engine import Engine
+    from persam_studio.gui.backend import EngineInfo
+    from persam_studio.gui.main_window import MainWindow
+    from persam_studio.gui.settings import AppSettings
+
     path = _photo(tmp, photo)
     engine = _TimedEngine(Engine(random_sam("vit_b", seed=0), "vit_b-random0",
                                  EmbeddingCache(cache or tmp / "cache")))
@@ -229,7 +238,6 @@ def measure(photo: Path | None = None, clicks: int = 50, cache: Path | None = No
                           "ours_p50": _pct(acc["ours"][-k:], 50), "decoder_p50": _pct(acc["decoder"][-k:], 50)}
     images.mask_changed.disconnect(on_mask_changed)
     window.close()
-    Canvas.drawForeground = draw_foreground
     return out
 
 

@@ -63,7 +63,7 @@ class AlbumSaver(QObject):
         self._job: Job | None = None
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
-        self._timer.setInterval(0 if lane.synchronous else DELAY_MS)
+        self._timer.setInterval(DELAY_MS)  # a synchronous lane (tests) saves at once instead
         self._timer.timeout.connect(self._submit)
         self.json_writes = 0  # album.json files written (tests check the coalescing)
 

@@ -242,7 +242,6 @@ class _FusedLoss:
                     total += (g @ mt[s : s + step]).double()
         return total / len(self.refs)
 
-
     def grad_hess(self, w: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """Gradient and Hessian of the loss w.r.t. the weights ``w`` float32 (3,).
 
@@ -348,12 +347,12 @@ class _TaylorGrad:
     """d loss / d (a, b) from a second-order model, re-centred when the weights leave it.
 
     At a centre c the loss gives its exact gradient g and Hessian H
-    (:meth:`_FusedLoss.grad_hess`, about 1.5 gradients' cost); at nearby
+    (:meth:`_FusedLoss.grad_hess`, about 2.5 gradients' cost); at nearby
     ``ab`` the gradient is g + H (ab - c), whose error grows with
     |ab - c|^2. AdamW moves the weights at most about the learning rate
-    (1e-3) a step, so a centre serves ten or more steps at the start and
-    hundreds once the cosine schedule has slowed them; a new centre is
-    taken when a weight is more than ``radius`` from it.
+    (1e-3) a step, so a centre serves ``radius`` / 1e-3 steps or more at the
+    start and hundreds once the cosine schedule has slowed them; a new
+    centre is taken when a weight is more than ``radius`` from it.
     """
 
     def __init__(self, loss: _FusedLoss, radius: float) -> None:
@@ -378,7 +377,7 @@ class WeightFit:
 
     Attributes:
         weights: float32 (3,) mask weights (1 - a - b, a, b).
-        steps: optimiser steps run (the fast fit may stop before ``STEPS``).
+        steps: optimiser steps run (both fits run all of them).
         frames: (height, width) the loss was computed on, per reference.
         exact: True for the full-size fit of every step.
         evaluations: full passes over the loss's pixels (the exact fit: one a step).
