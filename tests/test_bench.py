@@ -38,3 +38,20 @@ def test_app_section_rows_compare_the_window_with_the_decoder():
     assert [r.passed for r in added] == [True, False]  # 10 ms <= 20 ms; 50 ms is not
     growth = next(r for n, r in rows.items() if n.startswith("growth"))
     assert abs(growth.value - (30.0 - 35.0)) < 1e-9 and growth.passed
+
+
+def test_bench_removes_the_scratch_folder_it_made_and_keeps_a_given_one(tmp_path, monkeypatch):
+    """Each run wrote ~0.6 GB of checkpoints and photos to /tmp and left them there."""
+    monkeypatch.setattr(bench.tempfile, "tempdir", str(tmp_path))
+    with bench.BenchContext() as ctx:
+        made = ctx.scratch
+        (made / "startup").mkdir()
+        (made / "startup" / "vit_b_random.pth").write_bytes(b"x" * 1000)
+        assert made.parent == tmp_path
+    assert not made.exists()
+
+    given = tmp_path / "mine"
+    given.mkdir()
+    with bench.BenchContext(scratch=given) as ctx:
+        (ctx.scratch / "kept.txt").write_text("kept")
+    assert (given / "kept.txt").read_text() == "kept"

@@ -11,10 +11,11 @@ from __future__ import annotations
 import importlib
 import os
 import platform
+import shutil
 import resource
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Callable, Sequence
@@ -73,15 +74,35 @@ class Row:
 class BenchContext:
     """What sections share: a random vit_b (or a given checkpoint), test images, a scratch dir.
 
-    Built lazily, so a section that needs no model costs nothing.
+    Built lazily, so a section that needs no model costs nothing. Without a
+    ``scratch`` folder it makes a temporary one and removes it on
+    :meth:`close` (or at the end of a ``with`` block).
     """
 
     checkpoint: Path | None = None
     model_type: str | None = None
     repeats: int = 5
     photo: Path | None = None
-    scratch: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="persam-bench-")))
+    scratch: Path | None = None
     log: Callable[[str], None] = print
+
+    def __post_init__(self) -> None:
+        # A run writes about 0.6 GB here (checkpoints, 12 and 50 MP photos,
+        # caches); a folder the context made is its own to remove in close().
+        self._owns_scratch = self.scratch is None
+        if self.scratch is None:
+            self.scratch = Path(tempfile.mkdtemp(prefix="persam-bench-"))
+
+    def close(self) -> None:
+        """Remove the scratch folder if this context made it (a given one is left alone)."""
+        if self._owns_scratch:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+
+    def __enter__(self) -> BenchContext:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @cached_property
     def loaded(self):

@@ -32,14 +32,14 @@ def run(args: argparse.Namespace) -> int:
     from persam_studio.bench import BenchContext, format_table, run_bench, write_markdown
     from persam_studio.core.io.imageio import load_image  # noqa: F401  (fail early if broken)
 
-    ctx = BenchContext(
+    with BenchContext(
         checkpoint=Path(args.checkpoint) if args.checkpoint else None,
         model_type=args.model,
         repeats=max(3, args.repeats),
         photo=Path(args.photo) if args.photo else None,
         log=lambda msg: print(msg, file=sys.stderr, flush=True),
-    )
-    rows = run_bench(ctx, args.only)
+    ) as ctx:
+        rows = run_bench(ctx, args.only)
     print(format_table(rows))
     if args.write:
         command = "persam-studio " + " ".join(shlex.quote(a) for a in sys.argv[1:] if a)
