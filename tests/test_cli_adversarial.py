@@ -64,6 +64,9 @@ def scene(tmp_path, rgb_image, tiny_ckpt) -> Scene:
     thin = tmp_path / "thin.png"
     Image.fromarray(np.tile(rgb_image[:1, :, :], (1, 13, 1))[:, :5000]).save(thin)  # 1 x 5000
     (tmp_path / "a_file").write_text("I am a file, not a folder")
+    (tmp_path / "album").mkdir()
+    for name in ("a.png", "b.png"):
+        Image.fromarray(rgb_image).save(tmp_path / "album" / name)
     return Scene(tmp_path, photo, mask, ckpt, fifo, null_link, perseg, thin)
 
 
@@ -143,6 +146,10 @@ CASES: list[tuple[str, Builder, int, str, tuple[str, ...], tuple[str, ...]]] = [
      "unknown device", (), ("m.png",)),
     ("bad-background", lambda s: cut(s, "--background", "mauve-ish", "-o", s.p("c.png")), 2, "not a colour",
      (), ("c.png",)),
+    # a batch written into its own album: said plainly, nothing written (was "no images to process")
+    ("batch-into-its-album", lambda s: ["propagate", s.p("album"), "--checkpoint", str(s.ckpt), "--ref",
+                                        s.p("album/a.png"), "--ref-mask", str(s.mask), "-o", s.p("album")],
+     1, "every photo is inside this output folder", ("album/a.png", "album/b.png"), ("album/report.csv",)),
     # 7. a typo is not a photo
     ("typo-command", lambda s: ["export-datset", s.p("out")], 2, "neither a command", (), ("out",)),
     # 4. extreme aspect ratio: segmented

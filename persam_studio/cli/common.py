@@ -98,15 +98,20 @@ def batch_inputs(
     otherwise be taken for photos on the next run.
 
     Raises:
-        PersamError: no photo is left (one line naming the inputs).
+        PersamError: no photo is left (one line naming the inputs, or the
+            output folder when every photo is inside it).
     """
     from persam_studio.core.errors import PersamError
     from persam_studio.core.io.imageio import list_images
 
     excluded = {Path(p).resolve() for p in exclude}
     out = outdir.resolve()
-    paths = [p for p in list_images(inputs, recursive=recursive)
-             if p.resolve() not in excluded and not p.resolve().is_relative_to(out)]
+    found = [p for p in list_images(inputs, recursive=recursive) if p.resolve() not in excluded]
+    paths = [p for p in found if not p.resolve().is_relative_to(out)]
+    if found and not paths:
+        # "-o album" on the album itself: say why, not "no images".
+        raise PersamError(outdir, "every photo is inside this output folder; write the results to another "
+                                  "folder (-o)")
     if not paths:
         raise PersamError(None, "no images to process in " + ", ".join(map(str, inputs)))
     return paths
