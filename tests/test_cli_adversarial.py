@@ -67,6 +67,8 @@ def scene(tmp_path, rgb_image, tiny_ckpt) -> Scene:
     (tmp_path / "album").mkdir()
     for name in ("a.png", "b.png"):
         Image.fromarray(rgb_image).save(tmp_path / "album" / name)
+    (tmp_path / "othermasks").mkdir()
+    Image.fromarray(m).save(tmp_path / "othermasks" / "zz.png")  # a mask for no photo of the album
     return Scene(tmp_path, photo, mask, ckpt, fifo, null_link, perseg, thin)
 
 
@@ -150,6 +152,9 @@ CASES: list[tuple[str, Builder, int, str, tuple[str, ...], tuple[str, ...]]] = [
     ("batch-into-its-album", lambda s: ["propagate", s.p("album"), "--checkpoint", str(s.ckpt), "--ref",
                                         s.p("album/a.png"), "--ref-mask", str(s.mask), "-o", s.p("album")],
      1, "every photo is inside this output folder", ("album/a.png", "album/b.png"), ("album/report.csv",)),
+    ("dataset-into-its-album", lambda s: ["export-dataset", s.p("album"), "--masks", s.p("othermasks"),
+                                          "--format", "coco", "-o", s.p("album")],
+     1, "every photo is inside this output folder", ("album/a.png",), ("album/annotations.json",)),
     # 7. a typo is not a photo
     ("typo-command", lambda s: ["export-datset", s.p("out")], 2, "neither a command", (), ("out",)),
     # 4. extreme aspect ratio: segmented

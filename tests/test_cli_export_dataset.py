@@ -137,3 +137,19 @@ def test_subprocess_never_shows_a_traceback(album, tmp_path):
                            str(tmp_path / "nope"), "-o", str(tmp_path / "o"), "--format", "yolo"],
                           capture_output=True, text=True)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr and proc.stderr.startswith("error: ")
+
+
+@pytest.mark.parametrize("fmt", ["coco", "yolo"])
+def test_no_mask_for_any_photo_is_an_error_and_writes_nothing(album, tmp_path, capsys, fmt):
+    """It used to write an empty annotations.json (or data.yaml) and exit 0."""
+    photos, _, _ = album
+    other = tmp_path / "other"
+    other.mkdir()
+    Image.fromarray(np.zeros((H, W), np.uint8)).save(other / "zz.png")  # a mask for no photo here
+    out = tmp_path / "out"
+    assert _run(photos, "--masks", other, "-o", out, "--format", fmt) == 1
+    captured = capsys.readouterr()
+    last = captured.err.strip().splitlines()[-1]
+    assert last == f"error: {out}: no photo was exported (3 without a mask); nothing written"
+    assert "Traceback" not in captured.err and "wrote" not in captured.out
+    assert not out.exists()

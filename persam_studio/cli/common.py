@@ -7,7 +7,7 @@ import contextlib
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Sequence, TextIO
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence, TextIO
 
 if TYPE_CHECKING:  # pragma: no cover
     from persam_studio.core.jobs import Batch, Work
@@ -87,15 +87,17 @@ def open_engine(args: argparse.Namespace, checkpoint: Path | None = None) -> Eng
 
 
 def batch_inputs(
-    inputs: Sequence[str], outdir: Path, recursive: bool = False, exclude: Iterable[str | Path] = ()
+    inputs: Sequence[str], outdir: Path, recursive: bool = False, exclude: Iterable[str | Path] = (),
+    skip: Callable[[Path], bool] | None = None,
 ) -> list[Path]:
     """The photos a batch command (``propagate``, ``select``) works on, in order.
 
     ``inputs`` are files or folders (listed by
     :func:`~persam_studio.core.io.imageio.list_images`). Not photos: the
-    files in ``exclude`` (reference masks, a background picture) and
-    anything inside ``outdir``, where an earlier run's masks would
-    otherwise be taken for photos on the next run.
+    files in ``exclude`` (reference masks, a background picture), files
+    for which ``skip(path)`` is true, and anything inside ``outdir``, where
+    an earlier run's outputs would otherwise be taken for photos on the
+    next run.
 
     Raises:
         PersamError: no photo is left (one line naming the inputs, or the
@@ -106,10 +108,13 @@ def batch_inputs(
 
     excluded = {Path(p).resolve() for p in exclude}
     out = outdir.resolve()
-    found = [p for p in list_images(inputs, recursive=recursive) if p.resolve() not in excluded]
+    found = [p for p in list_images(inputs, recursive=recursive)
+             if p.resolve() not in excluded and not (skip is not None and skip(p))]
     paths = [p for p in found if not p.resolve().is_relative_to(out)]
+    if len(found) == 1 and not paths:  # "-o album" on a photo of it: say why, not "no images"
+        raise PersamError(found[0], f"is inside the output folder {outdir}; write the results to another "
+                                    "folder (-o)")
     if found and not paths:
-        # "-o album" on the album itself: say why, not "no images".
         raise PersamError(outdir, "every photo is inside this output folder; write the results to another "
                                   "folder (-o)")
     if not paths:

@@ -55,19 +55,10 @@ def _mask_specs(parser: argparse.ArgumentParser, specs: list[str]) -> list[tuple
     return out
 
 
-def _inside(path: Path, folder: Path) -> bool:
-    try:
-        path.resolve().relative_to(folder.resolve())
-        return True
-    except ValueError:
-        return False
-
-
 def run(args: argparse.Namespace) -> int:
-    from persam_studio.cli.common import ProgressBar
+    from persam_studio.cli.common import ProgressBar, batch_inputs
     from persam_studio.core.io.dataset_export import album_masks, export_dataset, folder_masks
-    from persam_studio.core.errors import MaskError, PersamError
-    from persam_studio.core.io.imageio import list_images
+    from persam_studio.core.errors import MaskError
 
     parser = args._parser
     if args.tolerance < 0:
@@ -82,10 +73,8 @@ def run(args: argparse.Namespace) -> int:
     # Never take our own output (copied images) or the masks for photos; a
     # masks folder may be the photos' own (PerSeg keeps NN.jpg beside NN.png).
     mask_dirs = {folder.resolve() for _, folder in specs}
-    photos = [p for p in list_images(args.inputs, recursive=args.recursive)
-              if not _inside(p, out) and not (p.suffix.lower() == ".png" and p.parent.resolve() in mask_dirs)]
-    if not photos:
-        raise PersamError(None, "no photos in " + ", ".join(args.inputs))
+    photos = batch_inputs(args.inputs, out, args.recursive,
+                          skip=lambda p: p.suffix.lower() == ".png" and p.parent.resolve() in mask_dirs)
 
     if specs:
         categories = [folder_masks(folder, photos, name) for name, folder in specs]
@@ -106,14 +95,16 @@ def run(args: argparse.Namespace) -> int:
     failures: list[str] = []
     steps = export_dataset(photos, categories, out, args.format, segmentation=args.segmentation,
                            tolerance=args.tolerance, copy_images=args.copy_images)
-    for step in steps:
-        counts[step.status] += 1
-        if step.error:
-            failures.append(step.error)
-        bar.update(step.index + 1, note=step.path.name)
-    bar.close(", ".join(f"{v} {k}" for k, v in counts.items() if v))
-    for message in failures:
-        print(f"error: {message}", file=sys.stderr)
+    try:
+        for step in steps:
+            counts[step.status] += 1
+            if step.error:
+                failures.append(step.error)
+            bar.update(step.index + 1, note=step.path.name)
+    finally:  # the photos' own errors come before a final one (nothing exported, a write failed)
+        bar.close(", ".join(f"{v} {k}" for k, v in counts.items() if v))
+        for message in failures:
+            print(f"error: {message}", file=sys.stderr)
     listed = counts["written"] + counts["empty"]
     print(f"wrote {out} ({args.format}: {listed} photos, {counts['no mask']} without a mask skipped"
           f"{f', {len(failures)} failed' if failures else ''})")

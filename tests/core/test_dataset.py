@@ -124,6 +124,23 @@ def test_polygon_round_trip_on_every_perseg_mask(tmp_path):
         assert ann["bbox"] == mask_bbox(truth)
 
 
+@pytest.mark.parametrize("fmt", ["coco", "yolo", "polygons"])
+def test_an_export_with_no_mask_writes_nothing_and_says_so(tmp_path, fmt):
+    """An empty annotations.json or data.yaml looks like a finished dataset; it is an error instead."""
+    from persam_studio.core.errors import PersamError
+
+    photo = tmp_path / "a.png"
+    Image.new("RGB", (40, 30)).save(photo)
+    bad = tmp_path / "b.jpg"
+    bad.write_bytes(b"not a jpeg")
+    out = tmp_path / "ds"
+    steps = export_dataset([photo, bad], [Category("x", lambda p, size: None)], out, fmt, copy_images=True)
+    with pytest.raises(PersamError, match=r"no photo was exported \(1 without a mask, 1 failed\)"):
+        for _ in steps:
+            pass
+    assert not out.exists()
+
+
 def test_simplified_polygons_are_smaller_and_still_close():
     _, mask = _perseg_masks()[0]
     exact, simple = mask_to_polygons(mask), mask_to_polygons(mask, tolerance=1.0)

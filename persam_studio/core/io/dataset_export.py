@@ -126,6 +126,8 @@ def export_dataset(
         ValueError: unknown ``fmt``/``segmentation``, or two categories share a name.
         Cancelled: ``should_cancel()`` returned True (polled before each photo).
         OutputError: a final file (COCO JSON, data.yaml) cannot be written.
+        PersamError: no photo had a mask (or every one failed): after the
+            last step, and nothing was written.
     """
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
@@ -139,6 +141,7 @@ def export_dataset(
     root = album_root(photos)
     images: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
+    statuses: dict[str, int] = {}
     for index, (photo, stem) in enumerate(zip(photos, stems)):
         if should_cancel is not None and should_cancel():
             raise Cancelled()
@@ -147,7 +150,13 @@ def export_dataset(
                               tolerance, copy_images, inputs, root, images, annotations)
         except PersamError as exc:
             step = DatasetStep(photo, index, len(photos), "error", error=str(exc))
+        statuses[step.status] = statuses.get(step.status, 0) + 1
         yield step
+    if not statuses.get("written") and not statuses.get("empty"):
+        # An empty annotations.json or data.yaml would look like a finished
+        # dataset; say that nothing was exported and write nothing.
+        why = ", ".join(f"{n} {'failed' if s == 'error' else 'without a mask'}" for s, n in statuses.items())
+        raise PersamError(out, f"no photo was exported ({why or 'no photos'}); nothing written")
     if fmt == "coco":
         coco = {"info": {"description": "PerSAM Studio masks", "date_created": time.strftime("%Y-%m-%d"),
                          "image_root": str(out / "images" if copy_images else root)},
