@@ -155,6 +155,16 @@ CASES: list[tuple[str, Builder, int, str, tuple[str, ...], tuple[str, ...]]] = [
     ("dataset-into-its-album", lambda s: ["export-dataset", s.p("album"), "--masks", s.p("othermasks"),
                                           "--format", "coco", "-o", s.p("album")],
      1, "every photo is inside this output folder", ("album/a.png",), ("album/annotations.json",)),
+    # numbers that would switch a check off, and select's --background, are usage errors
+    ("doubtful-below-nan", lambda s: ["select", s.p("album"), "-o", s.p("sel"), "--doubtful-below", "nan"],
+     2, "use a number in [0, 1]", (), ("sel",)),
+    ("instance-fraction-inf", lambda s: ["propagate", s.p("album"), "--checkpoint", str(s.ckpt), "--ref",
+                                         s.p("album/a.png"), "--ref-mask", str(s.mask), "-o", s.p("pp"),
+                                         "--instance-fraction", "inf"], 2, "use a number in (0, 1]", (), ("pp",)),
+    ("tolerance-nan", lambda s: ["export-dataset", s.p("album"), "--masks", s.p("othermasks"), "--format", "coco",
+                                 "-o", s.p("ds"), "--tolerance", "nan"], 2, "use a number >= 0", (), ("ds",)),
+    ("select-bad-background", lambda s: ["select", s.p("album"), "-o", s.p("sel"), "--cutouts", "--background",
+                                         "mauve-ish"], 2, "not a colour", (), ("sel",)),
     # 7. a typo is not a photo
     ("typo-command", lambda s: ["export-datset", s.p("out")], 2, "neither a command", (), ("out",)),
     # 4. extreme aspect ratio: segmented

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import sys
 import time
 from pathlib import Path
@@ -171,6 +172,46 @@ def add_cluster_options(parser: argparse.ArgumentParser) -> None:
                    "HOST:6379; inputs, outputs, checkpoint and cache must be on folders every node mounts")
     g.add_argument("--workers", type=_positive, metavar="N",
                    help="with --ray: worker processes (default: one per GPU, else one per node)")
+
+
+def number_in(low: float, high: float, *, low_open: bool = False) -> Callable[[str], float]:
+    """An argparse ``type``: a finite number in [low, high] ((low, high] with ``low_open``).
+
+    Anything else, ``nan`` and ``inf`` included, is a usage error (exit 2)
+    naming the range: a threshold of ``nan`` compares false with every
+    value and would silently turn a check off.
+    """
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        above = value > low if low_open else value >= low
+        if not (math.isfinite(value) and above and value <= high):
+            where = f"{'(' if low_open else '['}{low:g}, {high:g}]" if math.isfinite(high) else f">= {low:g}"
+            raise argparse.ArgumentTypeError(f"{text!r}: use a number {'in ' if math.isfinite(high) else ''}{where}")
+        return value
+
+    return parse
+
+
+def background_spec(spec: str) -> str:
+    """``--background`` (an argparse ``type``): a colour, 'blur' or an existing file.
+
+    Anything else is a usage error (exit 2); a file that exists but does not
+    load is an input error (exit 1) later.
+    """
+    from persam_studio.core.edges.composite import BLUR, parse_colour
+
+    if spec.strip().lower() == BLUR or Path(spec).exists():
+        return spec
+    try:
+        parse_colour(spec)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{spec!r} is not a colour (#rrggbb, #rgb, r,g,b, white...), 'blur', or an existing image file"
+        ) from None
+    return spec
 
 
 def _positive(text: str) -> int:

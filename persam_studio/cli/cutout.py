@@ -9,6 +9,8 @@ from pathlib import Path
 
 
 def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    from persam_studio.cli.common import background_spec
+
     p = sub.add_parser(
         "cutout",
         help="cut an object out with its mask; transparent, or on a colour, picture or blur",
@@ -21,26 +23,11 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     p.add_argument("--mask", required=True, metavar="MASK", help="mask image: white/non-zero (or opaque) = object")
     p.add_argument("--refine", action="store_true",
                    help="soft edges for hair and fur, and colours without the old background")
-    p.add_argument("--background", type=_background_spec, metavar="COLOR|IMAGE|blur",
+    p.add_argument("--background", type=background_spec, metavar="COLOR|IMAGE|blur",
                    help="#rrggbb, #rgb, r,g,b, a name (white, black, grey, ...), an image file "
                    "(scaled to cover the frame, centre-cropped), or 'blur' (the photo, blurred)")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="output file: .png, .jpg, .webp or .tif")
     p.set_defaults(func=run)
-
-
-def _background_spec(spec: str) -> str:
-    """``--background``: a colour, 'blur' or an existing file; anything else is a usage error (exit 2)."""
-    from persam_studio.core.edges.composite import BLUR, parse_colour
-
-    if spec.strip().lower() == BLUR or Path(spec).exists():
-        return spec  # a file that exists but does not load is an input error (exit 1) later
-    try:
-        parse_colour(spec)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{spec!r} is not a colour (#rrggbb, #rgb, r,g,b, white...), 'blur', or an existing image file"
-        ) from None
-    return spec
 
 
 def run(args: argparse.Namespace) -> int:

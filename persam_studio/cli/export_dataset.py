@@ -13,11 +13,14 @@ after their folder. Without ``--masks`` the album's saved masks are used
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
 
 def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    from persam_studio.cli.common import number_in
+
     p = sub.add_parser(
         "export-dataset",
         help="write masks as a COCO, YOLO-seg or labelme (polygon) dataset",
@@ -35,7 +38,7 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     p.add_argument("--format", required=True, choices=["coco", "yolo", "polygons"], help="dataset format")
     p.add_argument("--segmentation", choices=["polygon", "rle"], default="polygon",
                    help="COCO segmentation: polygons (holes cut in) or compressed RLE (exact); default polygon")
-    p.add_argument("--tolerance", type=float, default=0.0, metavar="PX",
+    p.add_argument("--tolerance", type=number_in(0, math.inf), default=0.0, metavar="PX",
                    help="simplify polygons to within PX pixels (default 0: exact pixel outline)")
     p.add_argument("--copy-images", action="store_true",
                    help="copy the photos into OUT/images/ (Ultralytics needs images/ beside labels/)")
@@ -61,8 +64,6 @@ def run(args: argparse.Namespace) -> int:
     from persam_studio.core.errors import MaskError
 
     parser = args._parser
-    if args.tolerance < 0:
-        parser.error("--tolerance must be >= 0")
     if args.masks and args.category:
         parser.error("--category names the album's masks; with --masks use NAME=DIR")
     specs = _mask_specs(parser, args.masks)

@@ -52,7 +52,7 @@ class _Ordered(argparse.Action):
 
 
 def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    from persam_studio.cli.common import add_cluster_options
+    from persam_studio.cli.common import add_cluster_options, number_in
 
     p = sub.add_parser(
         "propagate",
@@ -78,13 +78,13 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     method.add_argument("--finetune", action="store_true", help=argparse.SUPPRESS)  # the default now
     p.add_argument("--instances", type=_instances, default=1, metavar="N|all",
                    help="find up to N instances per photo (or all); the mask is their union (default 1)")
-    p.add_argument("--instance-fraction", type=_fraction, default=None, metavar="F",
+    p.add_argument("--instance-fraction", type=number_in(0, 1, low_open=True), default=None, metavar="F",
                    help="keep a further instance while its similarity peak is at least F times "
                    "the first one's (default 0.85)")
     p.add_argument("--cutouts", action="store_true", help="also write OUTDIR/<stem>_cutout.png (transparent PNG)")
     p.add_argument("--refine", action="store_true", help="with --cutouts: refine the cutout edges (soft alpha)")
     p.add_argument("--recursive", action="store_true", help="include sub-folders of input folders")
-    p.add_argument("--doubtful-below", type=float, default=None, metavar="C",
+    p.add_argument("--doubtful-below", type=number_in(0, 1), default=None, metavar="C",
                    help="confidence below which a result is reported as doubtful (default 0.6)")
     p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="images or folders of images")
@@ -105,16 +105,6 @@ def _instances(text: str) -> int | None:
     if not 1 <= n <= MAX_INSTANCES:
         raise argparse.ArgumentTypeError(f"use a number from 1 to {MAX_INSTANCES}, or 'all'")
     return n
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{text!r}: use a number in (0, 1]")
-    return value
 
 
 def _targets(parser: argparse.ArgumentParser, items: list[tuple[str, str]]) -> list[ReferenceGroup[str, str]]:

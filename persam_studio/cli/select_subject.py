@@ -33,7 +33,7 @@ COLUMNS = ["file", "coverage", "confidence", "status", "error"]
 
 
 def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    from persam_studio.cli.common import add_cluster_options
+    from persam_studio.cli.common import add_cluster_options, background_spec, number_in
 
     p = sub.add_parser(
         "select",
@@ -49,11 +49,11 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     p.add_argument("--cutouts", action="store_true", help="also write OUTDIR/<stem>_cutout.png")
     p.add_argument("--refine", action="store_true",
                    help="with --cutouts: soft edges for hair and fur, guided by the model's soft map")
-    p.add_argument("--background", metavar="COLOR|IMAGE|blur",
+    p.add_argument("--background", type=background_spec, metavar="COLOR|IMAGE|blur",
                    help="with --cutouts: put the subject on #rrggbb, r,g,b, a colour name, an image file "
                    "(scaled to cover, centre-cropped) or 'blur' (the photo, blurred); the PNG is then opaque")
     p.add_argument("--recursive", action="store_true", help="include sub-folders of input folders")
-    p.add_argument("--doubtful-below", type=float, default=None, metavar="C",
+    p.add_argument("--doubtful-below", type=number_in(0, 1), default=None, metavar="C",
                    help="edge confidence below which a mask is reported as doubtful (default 0.7)")
     p.add_argument("--device", metavar="DEV", default="cpu", help="cpu (default) or cuda when onnxruntime has it")
     p.add_argument("--cache-dir", metavar="DIR",
