@@ -152,13 +152,15 @@ class JobsController(QObject):
         album = self.albums.album
         if album is None or self.job is not None:
             return False
+        masked = [row for row in rows if album.records[row].base != "none" or album.records[row].strokes]
+        if not masked:  # the same words for every kind of export, before any file is touched
+            self.message.emit("nothing to export: no mask in the chosen images")
+            return False
         if not masks and not cutouts:
             return self._export_dataset(rows, Path(folder), dataset) if dataset else False
         items, stems = [], set()
-        for row in rows:
+        for row in masked:
             r = album.records[row]
-            if r.base == "none" and not r.strokes:
-                continue
             path = album.path_of(r)
             stem = path.stem if path.stem not in stems else f"{path.stem}_{path.suffix.lstrip('.')}"
             stems.add(stem)
@@ -168,9 +170,6 @@ class JobsController(QObject):
                 bitmap_file=album.mask_file(r, "bitmap") if r.base == "bitmap" else None,
                 strokes=r.strokes,
             ))
-        if not items:
-            self.message.emit("nothing to export: no mask in the chosen images")
-            return False
         protected = [album.path_of(r) for r in album.records]
         steps = backend.export_steps(items, Path(folder), masks, cutouts, refine, protected, background, cutout_suffix,
                                      saved=self.albums.saver.wait_idle)

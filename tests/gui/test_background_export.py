@@ -108,6 +108,19 @@ def test_dataset_export_writes_coco_that_pycocotools_loads(make_window, album_di
     assert json.loads((out / "labelme" / "photo1.json").read_text())["shapes"]
 
 
+def test_dataset_export_of_photos_without_masks_says_so_and_writes_nothing(make_window, album_dir, qtbot, tmp_path):
+    """It used to run and write an empty annotations.json, then say "done"."""
+    window = make_window()
+    window.open_paths([album_dir])
+    _brushed(window, qtbot, 0)
+    out = tmp_path / "out"
+    for masks, dataset in ((False, "coco-polygon"), (True, "yolo"), (False, "polygons")):
+        with qtbot.waitSignal(window.jobs.message, timeout=5000) as said:
+            assert not window.jobs.export([1, 2], out, masks=masks, cutouts=False, dataset=dataset)
+        assert said.args[0] == "nothing to export: no mask in the chosen images"
+    assert not out.exists() and not window.jobs.busy
+
+
 def test_dataset_export_can_be_cancelled(make_window, album_dir, qtbot, tmp_path):
     window = make_window()
     window.open_paths([album_dir])
