@@ -67,6 +67,20 @@ class BackgroundPicker(QWidget):
             return self.picture
         return "blur" if kind == BLUR else ""
 
+    def recall(self, colour: str, picture: str) -> None:
+        """Offer the colour and picture of an earlier session when Colour or Picture is picked.
+
+        The choice stays as it is (no preview starts by itself). A colour
+        that does not parse is not recalled. The picture is not looked at
+        here (no disk access on the GUI thread, at start-up least of all: a
+        stale network path can block): one that is gone fails when picked,
+        in the I/O lane, with one message, as any unreadable picture does.
+        """
+        if QColor.isValidColorName(colour):
+            self.colour = QColor(colour)
+        self.picture = picture
+        self._changed(emit=False)
+
     def set_colour(self, colour: QColor) -> None:
         self.colour = QColor(colour)
         self.kind.setCurrentIndex(self.kind.findData(COLOUR))

@@ -89,6 +89,7 @@ class MainWindow(QMainWindow):
             self.addDockWidget(area, dock)
             docks.append(dock)
         self.background = BackgroundPicker(self)
+        self.background.recall(settings.background_colour, settings.background_picture)
         self._add_background_dock(docks[1])
         self.resizeDocks(docks[:2], [self.panel.two_columns_width(), 300], Qt.Orientation.Horizontal)
         self.resizeDocks(docks[2:], [90], Qt.Orientation.Vertical)
@@ -401,6 +402,8 @@ class MainWindow(QMainWindow):
         self.settings.set_geometry(self.saveGeometry(), self.saveState())
         self.settings.opacity = self.side.opacity.value() / 100
         self.settings.outline = self.side.outline.isChecked()
+        self.settings.background_colour = self.background.colour.name()
+        self.settings.background_picture = self.background.picture
         self.settings.sync()
         if self.model_dialog is not None:
             self.model_dialog.close()

@@ -102,5 +102,25 @@ class AppSettings:
     def outline(self, value: bool) -> None:
         self.qsettings.setValue("view/outline", bool(value))
 
+    # -- background (the colour and picture last chosen; the choice itself starts at none) --
+
+    @property
+    def background_colour(self) -> str:
+        """"#rrggbb", white when never chosen."""
+        return self._str("background/colour", "#ffffff")
+
+    @background_colour.setter
+    def background_colour(self, value: str) -> None:
+        self.qsettings.setValue("background/colour", value)
+
+    @property
+    def background_picture(self) -> str:
+        """The picture file last chosen, "" when none."""
+        return self._str("background/picture", "")
+
+    @background_picture.setter
+    def background_picture(self, value: str) -> None:
+        self.qsettings.setValue("background/picture", value)
+
     def sync(self) -> None:
         self.qsettings.sync()

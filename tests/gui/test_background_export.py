@@ -60,6 +60,30 @@ def test_background_blur_and_picture_preview(make_window, album_dir, qtbot, tmp_
     assert window.preview.spec == "blur" and window.canvas.preview_image is not None
 
 
+def test_the_next_session_offers_the_last_colour_and_picture_without_starting_a_preview(
+        make_window, album_dir, qtbot, tmp_path):
+    from persam_studio.gui.background import COLOUR, NONE, PICTURE
+
+    window = make_window()
+    picture = tmp_path / "beach.png"
+    Image.fromarray(np.full((50, 80, 3), (10, 200, 30), np.uint8)).save(picture)
+    window.background.set_colour(QColor("#123456"))
+    window.background.set_picture(picture)
+    window.close()
+
+    again = make_window()
+    again.open_paths([album_dir])
+    _brushed(again, qtbot)
+    picker = again.background
+    assert picker.kind.currentData() == NONE and again.canvas.preview_image is None  # as every session starts
+    with qtbot.waitSignal(again.preview.shown, timeout=20000):
+        picker.kind.setCurrentIndex(picker.kind.findData(PICTURE))  # no file dialog: the last picture
+    assert picker.spec == str(picture)
+    assert (qimage_to_rgb(again.canvas.preview_image)[~again.images.session.mask()] == (10, 200, 30)).all()
+    picker.kind.setCurrentIndex(picker.kind.findData(COLOUR))
+    assert picker.spec == "#123456" and picker.what.text() == "#123456"
+
+
 def test_export_with_a_background_writes_the_composite(make_window, album_dir, qtbot, tmp_path):
     window = make_window()
     window.open_paths([album_dir])
