@@ -82,6 +82,14 @@ def test_the_next_session_offers_the_last_colour_and_picture_without_starting_a_
     assert (qimage_to_rgb(again.canvas.preview_image)[~again.images.session.mask()] == (10, 200, 30)).all()
     picker.kind.setCurrentIndex(picker.kind.findData(COLOUR))
     assert picker.spec == "#123456" and picker.what.text() == "#123456"
+    again.close()
+
+    picture.unlink()  # gone since: picking it says so once, and shows no preview
+    third = make_window()
+    with qtbot.waitSignal(third.preview.failed, timeout=20000) as said:
+        third.background.kind.setCurrentIndex(third.background.kind.findData(PICTURE))
+    assert said.args[0].startswith("background: ") and "beach.png" in said.args[0]
+    assert third.canvas.preview_image is None
 
 
 def test_export_with_a_background_writes_the_composite(make_window, album_dir, qtbot, tmp_path):
