@@ -11,8 +11,8 @@ from __future__ import annotations
 import importlib
 import os
 import platform
-import shutil
 import resource
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass

@@ -91,7 +91,7 @@ def batch_inputs(
     inputs: Sequence[str], outdir: Path, recursive: bool = False, exclude: Iterable[str | Path] = (),
     skip: Callable[[Path], bool] | None = None,
 ) -> list[Path]:
-    """The photos a batch command (``propagate``, ``select``) works on, in order.
+    """The photos a batch command (``propagate``, ``select``, ``export-dataset``) works on, in order.
 
     ``inputs`` are files or folders (listed by
     :func:`~persam_studio.core.io.imageio.list_images`). Not photos: the

@@ -87,13 +87,13 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
 
 
 def _fractions(text: str) -> list[float]:
-    """``--instance-fractions``: comma-separated numbers in (0, 1], sorted."""
-    try:
-        values = sorted({float(v) for v in text.split(",") if v.strip()})
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a list of numbers: {text!r}") from None
-    if not values or not all(0.0 < v <= 1.0 for v in values):
-        raise argparse.ArgumentTypeError(f"fractions must be in (0, 1]: {text!r}")
+    """``--instance-fractions``: comma-separated numbers in (0, 1], sorted (as ``propagate --instance-fraction``)."""
+    from persam_studio.cli.common import number_in
+
+    fraction = number_in(0, 1, low_open=True)
+    values = sorted({fraction(v) for v in text.split(",") if v.strip()})
+    if not values:
+        raise argparse.ArgumentTypeError(f"not a list of numbers: {text!r}")
     return values
 
 

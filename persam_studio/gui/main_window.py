@@ -273,6 +273,8 @@ class MainWindow(QMainWindow):
             return
         dialog = ExportDialog(default_export_dir(album.root), len(self.panel.selected_rows()),
                               self.jobs_refine_available(), self, self.preview.spec)
+        # Its Colour and Picture offer what the dock's do (chosen now or in an earlier session).
+        dialog.background.recall(self.background.colour.name(), self.background.picture)
         if dialog.exec():
             o = dialog.options()
             rows = {CURRENT: [self.albums.current], ALBUM: list(range(len(album.records)))}.get(o.scope, self.panel.selected_rows())

@@ -61,8 +61,9 @@ def test_background_blur_and_picture_preview(make_window, album_dir, qtbot, tmp_
 
 
 def test_the_next_session_offers_the_last_colour_and_picture_without_starting_a_preview(
-        make_window, album_dir, qtbot, tmp_path):
+        make_window, album_dir, qtbot, tmp_path, monkeypatch):
     from persam_studio.gui.background import COLOUR, NONE, PICTURE
+    from persam_studio.gui.dialogs.export_dialog import ExportDialog
 
     window = make_window()
     picture = tmp_path / "beach.png"
@@ -82,6 +83,17 @@ def test_the_next_session_offers_the_last_colour_and_picture_without_starting_a_
     assert (qimage_to_rgb(again.canvas.preview_image)[~again.images.session.mask()] == (10, 200, 30)).all()
     picker.kind.setCurrentIndex(picker.kind.findData(COLOUR))
     assert picker.spec == "#123456" and picker.what.text() == "#123456"
+    picker.kind.setCurrentIndex(picker.kind.findData(NONE))
+    seen = []  # the Export dialog's own picker offers the same colour and picture
+
+    def exec_(dialog):
+        offered = dialog.background
+        seen.append((offered.kind.currentData(), offered.colour.name(), offered.picture))
+        return 0
+
+    monkeypatch.setattr(ExportDialog, "exec", exec_)
+    again._ask_export()
+    assert seen == [(NONE, "#123456", str(picture))]
     again.close()
 
     picture.unlink()  # gone since: picking it says so once, and shows no preview
